@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The project's Python environment: a venv on Debian's Python that sees DaCHS
+# (and Debian's numpy/astropy, which DaCHS needs), with the project installed.
+# Idempotent: pip runs only when requirements or the project changed.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+VENV="${RETRSPECT_VENV:-/opt/retrspect/venv}"
+log() { printf '[setup] %s\n' "$*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating venv $VENV"
+  mkdir -p "$(dirname "$VENV")"
+  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+chmod 755 "$(dirname "$VENV")"
+pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+# Keep Debian's numpy and astropy: DaCHS is built against them.
+constraints="$VENV/constraints.txt"
+/usr/bin/python3 - > "$constraints" <<'PY'
+import numpy, astropy
+print(f"numpy=={numpy.__version__}\nastropy=={astropy.__version__}")
+PY
+stamp="$VENV/.retrspect-deps"
+want=$(cat "$here/scripts/requirements.txt" "$constraints" | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing Python dependencies into $VENV"
+  # torch: the CPU wheel on this machine's disk (an unpinned torch pulls CUDA).
+  "${pip[@]}" install -c "$constraints" -r "$here/scripts/requirements.txt"
+  # data packages: heavy pinned dependencies we do not need; their data only.
+  "${pip[@]}" install --no-deps sdss-mangadap==4.5.0 linetools==0.3.2
+  echo "$want" > "$stamp"
+fi
+# The project itself (not editable: the DaCHS server, running as gavo, imports it).
+log "installing retrspect into $VENV"
+"${pip[@]}" install --no-deps --no-build-isolation --force-reinstall "$here"

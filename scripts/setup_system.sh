@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# System set-up for retrspect: PostgreSQL 15 running, DaCHS 2.7 from Debian,
+# pgvector built from Debian's source, STILTS, /etc/gavo.rc.
+# Idempotent; runs as root; no systemd.  Each step checks before it acts.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+PORT="${RETRSPECT_PORT:-8080}"
+log() { printf '[setup] %s\n' "$*"; }
+
+need_pkgs=()
+for p in postgresql-15 postgresql-server-dev-15 dpkg-dev gavodachs2-server stilts; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
+done
+
+pg_up() { pg_lsclusters -h 2>/dev/null | awk '$1=="15" && $2=="main"{print $4}' | grep -q online; }
+pg_start() {
+  if ! pg_up; then
+    log "starting PostgreSQL 15"
+    pg_ctlcluster --skip-systemctl-redirect 15 main start
+  fi
+}
+
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing ${need_pkgs[*]}"
+  apt-get update -qq
+  # server-dev may upgrade postgresql-15 itself: install it first, then start
+  # the cluster, because DaCHS's postinst needs a running server.
+  apt-get install -y -qq postgresql-15 postgresql-server-dev-15 dpkg-dev >/dev/null
+  pg_ctlcluster --skip-systemctl-redirect 15 main restart 2>/dev/null || pg_start
+  apt-get install -y -qq gavodachs2-server >/dev/null
+  apt-get install -y -qq --no-install-recommends stilts >/dev/null
+fi
+pg_start
+# a DaCHS install made while PostgreSQL was down leaves half-configured packages
+if dpkg -l gavodachs2-server | grep -q '^i[FU]'; then dpkg --configure -a; fi
+
+# pgvector, from Debian trixie's *source* package, built against bookworm's PG 15
+if [ ! -f "$(/usr/lib/postgresql/15/bin/pg_config --sharedir)/extension/vector.control" ]; then
+  log "building pgvector from Debian source"
+  echo 'deb-src http://deb.debian.org/debian trixie main' > /etc/apt/sources.list.d/retrspect-trixie-src.list
+  apt-get update -qq
+  build=$(mktemp -d)
+  (cd "$build" && apt-get source -qq pgvector >/dev/null 2>&1 && cd pgvector-*/ \
+    && make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config >/dev/null \
+    && make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config install >/dev/null)
+  rm -rf "$build"
+  pg_ctlcluster --skip-systemctl-redirect 15 main restart
+fi
+runuser -u postgres -- psql -q -d gavo -c 'CREATE EXTENSION IF NOT EXISTS vector'
+
+# DaCHS configuration: loopback server, our authority.
+if [ ! -f /etc/gavo.rc ] || ! grep -q "serverPort: $PORT\$" /etc/gavo.rc; then
+  log "writing /etc/gavo.rc (port $PORT)"
+  cat > /etc/gavo.rc <<RC
+[general]
+rootDir: /var/gavo
+
+[web]
+bindAddress: 127.0.0.1
+serverPort: $PORT
+serverURL: http://localhost:$PORT
+sitename: retrspect spectra
+enableTests: True
+
+[ivoa]
+authority: retrspect.example
+
+[async]
+maxTAPRunning: 4
+RC
+fi
+# DaCHS fetches the UAT vocabulary from ivoa.net; offline, a stub cache stops the error.
+uat=/var/gavo/cache/http:=2F=2Fwww.ivoa.net=2Frdf=2Fuat
+if [ ! -f "$uat" ]; then
+  runuser -u dachsroot -- mkdir -p /var/gavo/cache
+  runuser -u dachsroot -- sh -c "printf '{\"terms\": {}}' > '$uat'"
+fi
+log "system ready: PostgreSQL $(runuser -u postgres -- psql -tAc 'show server_version' | cut -d' ' -f1), DaCHS $(dpkg-query -W -f='${Version}' gavodachs2-server), pgvector $(runuser -u postgres -- psql -tA -d gavo -c "select extversion from pg_extension where extname='vector'")"
