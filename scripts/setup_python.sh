@@ -33,3 +33,18 @@ fi
 # The project itself (not editable: the DaCHS server, running as gavo, imports it).
 log "installing retrspect into $VENV"
 "${pip[@]}" install --no-deps --no-build-isolation --force-reinstall "$here"
+
+# DaCHS's CLI on the venv's Python: `dachs` for us, `gavo` for the async TAP
+# workers the server starts from PATH (gavo taprun).
+for name in dachs gavo; do
+  cat > "$VENV/bin/$name" <<PY
+#!$VENV/bin/python
+import sys
+from gavo.user.cli import main
+sys.exit(main())
+PY
+  chmod 755 "$VENV/bin/$name"
+done
+# Load retrspect's DaCHS extensions into every process of this venv.
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo 'import vo_services.dachs_hook as h; h.install()' > "$site/retrspect_dachs_hook.pth"

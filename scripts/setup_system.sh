@@ -7,10 +7,18 @@ export DEBIAN_FRONTEND=noninteractive
 PORT="${RETRSPECT_PORT:-8080}"
 log() { printf '[setup] %s\n' "$*"; }
 
-need_pkgs=()
-for p in postgresql-15 postgresql-server-dev-15 dpkg-dev gavodachs2-server stilts; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
-done
+
+# PostgreSQL 15.20 (bookworm-security, pulled in by postgresql-server-dev-15)
+# rejects pg_sphere 1.2.0's two DaCHS-compatibility "@" operators on smoc
+# ("commutator operator @> is already the commutator of operator <@"), so
+# CREATE EXTENSION pg_sphere, and with it DaCHS's postinst, fails.  Upstream
+# dropped those operators (postgrespro/pgsphere#92); we drop their
+# COMMUTATOR/NEGATOR clauses, which keeps the operators and is idempotent.
+patch_pgsphere() {
+  local f=/usr/share/postgresql/15/extension/pg_sphere--1.2.0.sql
+  [ -f "$f" ] || return 0
+  perl -0pi -e 's{(-- a minimal set of backwards-compatible operators for GAVO DaCHS.*?)(?=-- debugging)}{ (my $b=$1) =~ s/^\s*(COMMUTATOR|NEGATOR)\s*=.*\n//mg; $b }se' "$f"
+}
 
 pg_up() { pg_lsclusters -h 2>/dev/null | awk '$1=="15" && $2=="main"{print $4}' | grep -q online; }
 pg_start() {
@@ -19,20 +27,32 @@ pg_start() {
     pg_ctlcluster --skip-systemctl-redirect 15 main start
   fi
 }
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
+# Finish an install that an earlier run left half-configured.
+if [ -n "$(dpkg --audit 2>/dev/null)" ]; then
+  pg_start; patch_pgsphere
+  log "finishing interrupted package configuration"
+  dpkg --configure -a
+fi
+
+need_pkgs=()
+for p in postgresql-15 postgresql-server-dev-15 dpkg-dev gavodachs2-server stilts; do
+  installed "$p" || need_pkgs+=("$p")
+done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   apt-get update -qq
-  # server-dev may upgrade postgresql-15 itself: install it first, then start
-  # the cluster, because DaCHS's postinst needs a running server.
+  # server-dev may upgrade postgresql-15 itself: install it first, then
+  # (re)start the cluster, because DaCHS's postinst needs a running server.
   apt-get install -y -qq postgresql-15 postgresql-server-dev-15 dpkg-dev >/dev/null
   pg_ctlcluster --skip-systemctl-redirect 15 main restart 2>/dev/null || pg_start
+  apt-get install -y -qq postgresql-15-pgsphere postgresql-15-q3c >/dev/null
+  patch_pgsphere
   apt-get install -y -qq gavodachs2-server >/dev/null
   apt-get install -y -qq --no-install-recommends stilts >/dev/null
 fi
 pg_start
-# a DaCHS install made while PostgreSQL was down leaves half-configured packages
-if dpkg -l gavodachs2-server | grep -q '^i[FU]'; then dpkg --configure -a; fi
 
 # pgvector, from Debian trixie's *source* package, built against bookworm's PG 15
 if [ ! -f "$(/usr/lib/postgresql/15/bin/pg_config --sharedir)/extension/vector.control" ]; then

@@ -1,0 +1,77 @@
+"""The ``retrspect`` command: a thin dispatcher.
+
+Each subcommand imports its package only when it runs, so ``retrspect
+serve`` never loads torch and ``retrspect train`` never loads DaCHS.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _deploy(args) -> int:
+    """Link the RD, stage the bundled spectra, import, previews, serve."""
+    from ingest.previews import make_previews
+    from ingest.stage import stage_bundled
+    from vo_services import server
+
+    resdir = Path(args.resdir).resolve()
+    server.link_resdir(resdir)
+    made = stage_bundled(resdir / "data")
+    print(f"[deploy] staged {made} new source files")
+    _import(args)
+    made, failed = make_previews(resdir / "data", resdir / "previews")
+    print(f"[deploy] previews: {made} made, {failed} files unreadable")
+    print(f"[deploy] {server.start()}")
+    return 0
+
+
+def _import(args) -> int:
+    """Import new source files into the spectra table (incremental)."""
+    from vo_services import server
+    server.dachs("imp", "-c", server.RD_ID)
+    server.dachs("pub", server.RD_ID)
+    server.reload()
+    return 0
+
+
+def _serve(args) -> int:
+    from vo_services import server
+    action = {"start": server.start, "stop": server.stop,
+              "status": server.status}[args.action]
+    print(action())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retrspect",
+        description="A retrieval engine for VO spectra (DaCHS + pgvector).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("deploy", help=_deploy.__doc__)
+    p.add_argument("--resdir", default="resdir",
+                   help="the resource directory to publish (default: resdir)")
+    p.set_defaults(func=_deploy)
+
+    p = sub.add_parser("import", help=_import.__doc__)
+    p.set_defaults(func=_import)
+
+    p = sub.add_parser("serve", help="start, stop or ask the DaCHS server")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.set_defaults(func=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RuntimeError as err:
+        print(f"retrspect {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+<resource schema="retrspect" resdir=".">
+  <meta name="creationDate">2026-11-22T00:00:00Z</meta>
+  <meta name="title">retrspect: searchable stellar and galaxy spectra</meta>
+  <meta name="description">
+    Real optical spectra of stars, galaxies and quasars from public spectral
+    libraries (MILES, STELIB, MaNGA spaxels, the X-shooter Spectral Library and
+    quasar spectra shipped with linetools), published through SSAP, ObsCore,
+    Datalink/SODA and TAP.  Every spectrum is served as an IVOA Spectral Data
+    Model VOTable (or FITS) with vacuum wavelengths in Angstrom; published
+    labels (effective temperature, surface gravity, metallicity, MK type,
+    radial velocity, redshift) are columns of the spectra table so that they
+    can be used for selection and for validating learned quantities.
+  </meta>
+  <meta name="subject">spectroscopy</meta>
+  <meta name="subject">stellar-spectral-types</meta>
+  <meta name="subject">galaxy-spectroscopy</meta>
+  <meta name="subject">quasars</meta>
+  <meta name="creator">Sanchez-Blazquez, P.; Le Borgne, J.-F.; retrspect team</meta>
+  <meta name="instrument">Various (INT/IDS, Isaac Newton and Jacobus Kapteyn telescopes, SDSS/MaNGA, VLT/X-shooter, ...)</meta>
+  <meta name="facility">Various</meta>
+  <meta name="source">2006MNRAS.371..703S</meta>
+  <meta name="contentLevel">Research</meta>
+  <meta name="type">Archive</meta>
+  <meta name="coverage.waveband">Optical</meta>
+  <meta name="ssap.dataSource">pointed</meta>
+  <meta name="ssap.creationType">archival</meta>
+  <meta name="productType">spectrum</meta>
+  <meta name="ssap.testQuery">MAXREC=1</meta>
+
+  <table id="raw_data" onDisk="True" adql="hidden"
+      namePath="//ssap#instance">
+    <meta name="description">Per-spectrum metadata as ingested; TAP users
+      see it through the spectra view.</meta>
+    <LOOP listItems="ssa_dateObs ssa_dstitle ssa_targname ssa_length
+      ssa_specres ssa_specstart ssa_specend ssa_pubDID ssa_targclass
+      ssa_redshift ssa_snr">
+      <events>
+        <column original="\item"/>
+      </events>
+    </LOOP>
+    <column name="ssa_collection" type="text"
+      utype="ssa:DataID.Collection" ucd="meta.id"
+      tablehead="Collection" verbLevel="15"
+      description="The spectral library or survey this spectrum belongs to."/>
+    <column name="ssa_fluxunit" type="text"
+      utype="ssa:Char.FluxAxis.Unit" ucd="meta.unit"
+      tablehead="Flux unit" verbLevel="20"
+      description="Unit of the flux in the served spectrum (empty for
+        relative fluxes)."/>
+    <column name="ssa_fluxcalib" type="text"
+      utype="ssa:Char.FluxAxis.Calibration" ucd="meta.code.qual"
+      tablehead="Flux calib." verbLevel="25"
+      description="Type of flux calibration (ABSOLUTE, RELATIVE, UNCALIBRATED)."/>
+    <column name="ssa_instrument" type="text"
+      utype="ssa:DataID.Instrument" ucd="meta.id;instr"
+      tablehead="Instrument" verbLevel="20"
+      description="Instrument or library that produced the spectrum."/>
+
+    <mixin>//products#table</mixin>
+    <mixin>//ssap#plainlocation</mixin>
+    <mixin>//ssap#simpleCoverage</mixin>
+    <FEED source="//scs#splitPosIndex"
+      long="degrees(long(ssa_location))"
+      lat="degrees(lat(ssa_location))"/>
+
+    <column name="datalink" type="text"
+      ucd="meta.ref.url"
+      tablehead="Datalink"
+      description="A link to a datalink document for this spectrum."
+      verbLevel="15" displayHint="type=url">
+      <property name="targetType"
+       >application/x-votable+xml;content=datalink</property>
+      <property name="targetTitle">Datalink</property>
+    </column>
+
+    <column name="obs_id" type="text" required="True"
+      ucd="meta.id;meta.main" tablehead="Obs. id" verbLevel="1"
+      description="Short identifier of the spectrum within this archive
+        (collection prefix and file name, plus the spectrum's index for files
+        holding several spectra)."/>
+    <column name="source_file" type="text" required="True"
+      ucd="meta.ref" tablehead="Source" verbLevel="30"
+      description="File the spectrum was read from, relative to the
+        archive's inputs directory."/>
+    <column name="source_index" type="integer" required="True"
+      ucd="meta.number" tablehead="Idx" verbLevel="30"
+      description="Position of the spectrum within its source file.">
+      <values nullLiteral="-1"/>
+    </column>
+    <column name="air_wavelengths" type="boolean"
+      tablehead="Air?" verbLevel="30"
+      description="True if the original file gives air wavelengths; the
+        served spectra are always converted to vacuum."/>
+    <column name="resolving_power" type="real"
+      ucd="spect.resolution" tablehead="R" verbLevel="15"
+      description="Resolving power lambda/delta lambda at the middle of the
+        spectrum (as published for the library)."/>
+    <column name="teff" type="real" unit="K"
+      ucd="phys.temperature.effective" tablehead="Teff" verbLevel="10"
+      description="Effective temperature published by the library."/>
+    <column name="logg" type="real" unit="log(cm.s**-2)"
+      ucd="phys.gravity" tablehead="log g" verbLevel="10"
+      description="Surface gravity published by the library."/>
+    <column name="feh" type="real"
+      ucd="phys.abund.Z" tablehead="[Fe/H]" verbLevel="10"
+      description="Metallicity [Fe/H] published by the library."/>
+    <column name="mk_type" type="text"
+      ucd="src.spType" tablehead="MK type" verbLevel="10"
+      description="MK spectral type published by the library."/>
+    <column name="rv_catalogue" type="real" unit="km/s"
+      ucd="spect.dopplerVeloc.opt" tablehead="RV" verbLevel="15"
+      description="Heliocentric radial velocity published by the library."/>
+
+    <index columns="obs_id" unique="True"/>
+    <index columns="source_file"/>
+    <index columns="ssa_collection"/>
+  </table>
+
+  <data id="import" updating="True">
+    <recreateAfter>make_view</recreateAfter>
+    <sources pattern="data/*/*" recurse="False">
+      <!-- incremental: files already in the table are not read again -->
+      <ignoreSources fromdb="select distinct source_file
+        from retrspect.raw_data"/>
+    </sources>
+
+    <embeddedGrammar>
+      <iterator>
+        <code>
+          from ingest import dachs_import
+          yield from dachs_import.iter_raw_rows(self.sourceToken)
+        </code>
+      </iterator>
+      <rowfilter procDef="//products#define">
+        <bind key="table">"\schema.raw_data"</bind>
+        <bind key="accref">@accref</bind>
+        <bind key="path">\fullDLURL{sdl}</bind>
+        <bind key="fsize">@sdm_size</bind>
+        <bind key="datalink">"\rdId#sdl"</bind>
+        <bind key="mime">"application/x-votable+xml"</bind>
+        <bind key="preview">@preview</bind>
+        <bind key="preview_mime">"image/png"</bind>
+      </rowfilter>
+    </embeddedGrammar>
+
+    <make table="raw_data">
+      <rowmaker idmaps="*">
+        <apply procDef="//ssap#fill-plainlocation">
+          <bind key="ra">@ra</bind>
+          <bind key="dec">@dec</bind>
+          <bind key="aperture">@aperture</bind>
+        </apply>
+        <map key="ssa_pubDID">getStandardPubDID(@accref)</map>
+        <map key="datalink">\dlMetaURI{sdl}</map>
+      </rowmaker>
+    </make>
+  </data>
+
+  <table id="spectra" onDisk="True" adql="True">
+    <meta name="description">Spectra in this archive, with SSAP metadata and
+      the labels their libraries publish.  Pull the spectra through the
+      access URL (an SDM VOTable from the datalink service).</meta>
+    <meta name="_associatedDatalinkService">
+      <meta name="serviceId">sdl</meta>
+      <meta name="idColumn">ssa_pubDID</meta>
+    </meta>
+
+    <mixin
+      sourcetable="raw_data"
+      copiedcolumns="*"
+      ssa_aperture="1/3600."
+      ssa_fluxunit="''"
+      ssa_spectralunit="'Angstrom'"
+      ssa_bandpass="'Optical'"
+      ssa_fluxcalib="'RELATIVE'"
+      ssa_fluxucd="'phot.flux.density;em.wl'"
+      ssa_speccalib="'ABSOLUTE'"
+      ssa_spectralucd="'em.wl'"
+      ssa_region="ssa_region"
+    >//ssap#view</mixin>
+
+    <mixin
+      calibLevel="2"
+      coverage="ssa_region"
+      oUCD="ssa_fluxucd"
+      emUCD="ssa_spectralucd"
+      >//obscore#publishSSAPMIXC</mixin>
+  </table>
+
+  <data id="make_view" auto="False">
+    <make table="spectra"/>
+  </data>
+
+  <coverage>
+    <updater sourceTable="spectra"/>
+  </coverage>
+
+  <table id="instance" onDisk="False">
+    <mixin ssaTable="spectra"
+      spectralDescription="Vacuum wavelength"
+      fluxDescription="Flux density (unit as in the ssa_fluxunit param)"
+      >//ssap#sdm-instance</mixin>
+    <column name="flux_error" type="double precision"
+      utype="spec:Spectrum.Data.FluxAxis.Accuracy.StatError"
+      ucd="stat.error;phot.flux.density;em.wl"
+      description="1-sigma error of the flux (NULL where unknown)"/>
+    <meta name="description">One spectrum: vacuum wavelength in Angstrom,
+      flux and its error as in the original file.</meta>
+  </table>
+
+  <data id="build_spectrum">
+    <embeddedGrammar>
+      <iterator>
+        <code>
+          from ingest import dachs_import
+          yield from dachs_import.iter_sdm_rows(self.sourceToken)
+        </code>
+      </iterator>
+    </embeddedGrammar>
+    <make table="instance">
+      <parmaker>
+        <apply procDef="//ssap#feedSSAToSDM"/>
+      </parmaker>
+    </make>
+  </data>
+
+  <service id="sdl" allowed="dlget,dlmeta">
+    <meta name="title">retrspect Datalink Service</meta>
+    <datalinkCore>
+      <descriptorGenerator procDef="//soda#sdm_genDesc">
+        <bind key="ssaTD">"\rdId#spectra"</bind>
+      </descriptorGenerator>
+      <dataFunction procDef="//soda#sdm_genData">
+        <bind key="builder">"\rdId#build_spectrum"</bind>
+      </dataFunction>
+      <FEED source="//soda#sdm_plainfluxcalib"/>
+      <FEED source="//soda#sdm_cutout"/>
+      <FEED source="//soda#sdm_format"/>
+    </datalinkCore>
+  </service>
+
+  <service id="web" defaultRenderer="form">
+    <meta name="shortName">retrspect web</meta>
+    <meta name="title">retrspect spectra browser</meta>
+    <dbCore queriedTable="spectra">
+      <condDesc buildFrom="ssa_location"/>
+      <condDesc buildFrom="ssa_targname"/>
+      <condDesc buildFrom="ssa_collection"/>
+    </dbCore>
+    <outputTable>
+      <autoCols>accref, obs_id, ssa_targname, ssa_collection, mk_type,
+        teff, ssa_redshift, datalink</autoCols>
+      <FEED source="//ssap#atomicCoords"/>
+      <outputField original="ssa_specstart" displayHint="spectralUnit=Angstrom"/>
+      <outputField original="ssa_specend" displayHint="spectralUnit=Angstrom"/>
+    </outputTable>
+  </service>
+
+  <service id="ssa" allowed="form,ssap.xml">
+    <meta name="shortName">retrspect SSAP</meta>
+    <meta name="title">retrspect spectra (SSAP)</meta>
+    <meta name="ssap.complianceLevel">full</meta>
+    <publish render="ssap.xml" sets="ivo_managed"/>
+    <publish render="form" sets="ivo_managed,local" service="web"/>
+    <ssapCore queriedTable="spectra">
+      <property key="previews">auto</property>
+      <FEED source="//ssap#hcd_condDescs"/>
+    </ssapCore>
+  </service>
+
+  <regSuite title="retrspect regression">
+    <regTest title="SSAP finds a MILES star by target name">
+      <url REQUEST="queryData" TARGETNAME="HD 4307"
+        >ssa/ssap.xml</url>
+      <code>
+        self.assertHasStrings("MILES", "HD 4307", "G0V")
+      </code>
+    </regTest>
+    <regTest title="SSAP MAXREC=1 gives one spectrum and an overflow">
+      <url REQUEST="queryData" MAXREC="1">ssa/ssap.xml</url>
+      <code>
+        self.assertHasStrings('name="QUERY_STATUS" value="OVERFLOW"')
+      </code>
+    </regTest>
+    <regTest title="Datalink metadata offers the SDM spectrum and a cutout">
+      <url ID="ivo://retrspect.example/~?retrspect/miles_m0001"
+        >sdl/dlmeta</url>
+      <code>
+        self.assertHasStrings("#this", "BAND", "application/x-votable+xml")
+      </code>
+    </regTest>
+    <regTest title="Datalink delivers an SDM VOTable">
+      <url ID="ivo://retrspect.example/~?retrspect/miles_m0001"
+        >sdl/dlget</url>
+      <code>
+        self.assertHasStrings("spec:Spectrum.Data.FluxAxis.Value",
+          "Angstrom")
+      </code>
+    </regTest>
+  </regSuite>
+</resource>

@@ -1,0 +1,1 @@
+"""retrspect: vo_services."""

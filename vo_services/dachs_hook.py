@@ -1,0 +1,70 @@
+"""Load retrspect's extensions into every DaCHS process.
+
+DaCHS 2.7 has no configuration option for a site's own ADQL functions or
+column types, and it resolves them in every process that parses ADQL or
+writes tables: the server, each async TAP worker (``gavo taprun``) and
+``dachs imp``.  Set-up installs a one-line ``.pth`` file into the venv that
+calls :func:`install`; it adds an import hook that runs our registration
+code right after the DaCHS module it extends has finished importing.
+
+This module must stay tiny and import nothing heavy: the ``.pth`` line runs
+at the start of every Python process in the venv (pip included).
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import sys
+
+#: DaCHS module -> "package.module:function" run once that module is loaded
+EXTENSIONS = {
+    "gavo.adql.ufunctions": "vo_services.extensions:register_adql_functions",
+}
+
+#: names of the extensions that ran in this process (for tests and logs)
+loaded: list[str] = []
+
+
+def _run(target: str) -> None:
+    module_name, func_name = target.split(":")
+    module = importlib.import_module(module_name)
+    getattr(module, func_name)()
+    loaded.append(target)
+
+
+class _AfterImportLoader(importlib.abc.Loader):
+    """Wraps a module's loader to run an extension once the module exists."""
+
+    def __init__(self, wrapped, target):
+        self.wrapped, self.target = wrapped, target
+
+    def create_module(self, spec):
+        return self.wrapped.create_module(spec)
+
+    def exec_module(self, module):
+        self.wrapped.exec_module(module)
+        _run(self.target)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in EXTENSIONS:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _AfterImportLoader(spec.loader, EXTENSIONS[fullname])
+        return spec
+
+
+def install() -> None:
+    """Add the import hook (idempotent); already-imported modules run now."""
+    if any(isinstance(f, _Finder) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _Finder())
+    for name, target in EXTENSIONS.items():
+        if name in sys.modules and target not in loaded:
+            _run(target)

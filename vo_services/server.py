@@ -1,0 +1,128 @@
+"""Run DaCHS for retrspect: the resdir link, imports and the web server.
+
+Every DaCHS command runs through the venv's ``dachs`` wrapper (set up by
+``scripts/setup_python.sh``) so that the server, ``dachs imp`` and the async
+TAP workers (``gavo taprun``, found on PATH) all run on the venv's Python and
+load :mod:`vo_services.dachs_hook`.  Commands run as ``dachsroot`` when
+started by root, because files under /var/gavo must belong to DaCHS.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+#: the resource directory's name in DaCHS's inputs (so the RD is retrspect/q)
+RD_DIR = "retrspect"
+RD_ID = "retrspect/q"
+GAVO_ROOT = Path(os.environ.get("RETRSPECT_GAVO_ROOT", "/var/gavo"))
+
+
+class ServerError(RuntimeError):
+    """DaCHS could not be started, stopped or asked."""
+
+
+def venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+def server_port() -> int:
+    """The port from /etc/gavo.rc (set-up writes it), default 8080."""
+    from configparser import ConfigParser
+    rc = ConfigParser()
+    rc.read(os.environ.get("GAVOSETTINGS", "/etc/gavo.rc"))
+    return rc.getint("web", "serverPort", fallback=8080)
+
+
+def base_url() -> str:
+    return f"http://localhost:{server_port()}"
+
+
+def dachs_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{venv_bin()}:{env.get('PATH', '/usr/bin:/bin')}"
+    return env
+
+
+def dachs(*args: str, check: bool = True, capture: bool = False
+          ) -> subprocess.CompletedProcess:
+    """Run a DaCHS command on the venv's Python, as dachsroot if we are root."""
+    cmd = [str(venv_bin() / "dachs"), *args]
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "dachsroot", "--", *cmd]
+    result = subprocess.run(cmd, env=dachs_env(), text=True,
+                            capture_output=capture)
+    if check and result.returncode != 0:
+        detail = (result.stderr or "").strip()[-2000:] if capture else ""
+        raise ServerError(f"'dachs {' '.join(args)}' failed "
+                          f"(exit {result.returncode}) {detail}")
+    return result
+
+
+def link_resdir(resdir: Path) -> Path:
+    """Make ``inputs/retrspect`` point at ``resdir`` (idempotent)."""
+    resdir = resdir.resolve()
+    if not (resdir / "q.rd").exists():
+        raise ServerError(f"{resdir} has no q.rd")
+    link = GAVO_ROOT / "inputs" / RD_DIR
+    if link.is_symlink() and link.resolve() == resdir:
+        return link
+    if link.is_symlink():
+        link.unlink()
+    elif link.exists():
+        raise ServerError(f"{link} exists and is not a symlink; "
+                          "move it away to let retrspect manage it")
+    link.symlink_to(resdir)
+    return link
+
+
+def _http_ok(url: str, timeout: float = 5.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def is_running() -> bool:
+    return _http_ok(f"{base_url()}/tap/availability")
+
+
+def start(timeout: float = 60.0) -> str:
+    """Start the DaCHS server (daemon) if it is not up; wait until it serves."""
+    if is_running():
+        return f"already serving on {base_url()}"
+    dachs("serve", "start")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_running():
+            return f"serving on {base_url()}"
+        time.sleep(0.5)
+    raise ServerError(f"DaCHS did not answer on {base_url()} within "
+                      f"{timeout:.0f} s; see {GAVO_ROOT}/logs/dcErrors")
+
+
+def stop(timeout: float = 30.0) -> str:
+    if not is_running():
+        return "not running"
+    dachs("serve", "stop", check=False)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and is_running():
+        time.sleep(0.5)
+    if is_running():
+        raise ServerError("DaCHS did not stop")
+    return "stopped"
+
+
+def reload() -> None:
+    """Make a running server re-read RDs after an import."""
+    if is_running():
+        dachs("serve", "reload", check=False, capture=True)
+
+
+def status() -> str:
+    return f"serving on {base_url()}" if is_running() else "not running"
