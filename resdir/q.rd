@@ -27,7 +27,7 @@
   <meta name="productType">spectrum</meta>
   <meta name="ssap.testQuery">MAXREC=1</meta>
 
-  <table id="raw_data" onDisk="True" adql="hidden"
+  <table id="raw_data" onDisk="True" adql="hidden" primary="obs_id"
       namePath="//ssap#instance">
     <meta name="description">Per-spectrum metadata as ingested; TAP users
       see it through the spectra view.</meta>
@@ -61,7 +61,7 @@
     <mixin>//ssap#simpleCoverage</mixin>
     <FEED source="//scs#splitPosIndex"
       long="degrees(long(ssa_location))"
-      lat="degrees(lat(ssa_location))"/>
+      lat="degrees(lat(ssa_location))" columns="ssa_location"/>
 
     <column name="datalink" type="text"
       ucd="meta.ref.url"
@@ -87,7 +87,7 @@
       description="Position of the spectrum within its source file.">
       <values nullLiteral="-1"/>
     </column>
-    <column name="air_wavelengths" type="boolean"
+    <column name="air_wavelengths" type="boolean" required="True"
       tablehead="Air?" verbLevel="30"
       description="True if the original file gives air wavelengths; the
         served spectra are always converted to vacuum."/>
@@ -111,7 +111,6 @@
       ucd="spect.dopplerVeloc.opt" tablehead="RV" verbLevel="15"
       description="Heliocentric radial velocity published by the library."/>
 
-    <index columns="obs_id" unique="True"/>
     <index columns="source_file"/>
     <index columns="ssa_collection"/>
   </table>
@@ -208,7 +207,7 @@
       flux and its error as in the original file.</meta>
   </table>
 
-  <data id="build_spectrum">
+  <data id="build_spectrum" auto="False">
     <embeddedGrammar>
       <iterator>
         <code>

@@ -66,7 +66,7 @@ if [ ! -f "$(/usr/lib/postgresql/15/bin/pg_config --sharedir)/extension/vector.c
   rm -rf "$build"
   pg_ctlcluster --skip-systemctl-redirect 15 main restart
 fi
-runuser -u postgres -- psql -q -d gavo -c 'CREATE EXTENSION IF NOT EXISTS vector'
+runuser -u postgres -- psql -q -d gavo -c 'SET client_min_messages=warning; CREATE EXTENSION IF NOT EXISTS vector'
 
 # DaCHS configuration: loopback server, our authority.
 if [ ! -f /etc/gavo.rc ] || ! grep -q "serverPort: $PORT\$" /etc/gavo.rc; then
@@ -94,5 +94,31 @@ uat=/var/gavo/cache/http:=2F=2Fwww.ivoa.net=2Frdf=2Fuat
 if [ ! -f "$uat" ]; then
   runuser -u dachsroot -- mkdir -p /var/gavo/cache
   runuser -u dachsroot -- sh -c "printf '{\"terms\": {}}' > '$uat'"
+fi
+# Site metadata DaCHS puts into every registry record and VOTable.
+if grep -q "Fill Out" /var/gavo/etc/defaultmeta.txt 2>/dev/null; then
+  log "writing /var/gavo/etc/defaultmeta.txt"
+  runuser -u dachsroot -- tee /var/gavo/etc/defaultmeta.txt >/dev/null <<META
+publisher: retrspect spectral archive
+contact.name: retrspect operators
+contact.address: localhost
+contact.email: retrspect@localhost.invalid
+creator.name: retrspect operators
+creator.logo: \\getConfig{web}{serverURL}/favicon.png
+
+_noresultwarning: Your query did not match any data.
+
+authority.creationDate: $(date -u +%Y-%m-%dT%H:%M:%S)
+authority.shortName: retrspect
+authority.title: retrspect spectral archive
+site.description: A retrieval engine for spectra published through \\
+the Virtual Observatory: SSAP, ObsCore, Datalink/SODA and TAP with \\
+similarity search on learned latent vectors.
+META
+fi
+# ObsCore's own tables must exist before any RD publishes into ivoa.obscore.
+if [ -z "$(runuser -u postgres -- psql -tA -d gavo -c "select to_regclass('ivoa._obscoresources')")" ]; then
+  log "creating the ObsCore table"
+  runuser -u dachsroot -- dachs imp //obscore
 fi
 log "system ready: PostgreSQL $(runuser -u postgres -- psql -tAc 'show server_version' | cut -d' ' -f1), DaCHS $(dpkg-query -W -f='${Version}' gavodachs2-server), pgvector $(runuser -u postgres -- psql -tA -d gavo -c "select extversion from pg_extension where extname='vector'")"

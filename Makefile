@@ -1,0 +1,23 @@
+# retrspect: the two commands a newcomer needs (see README.md).
+#   make run   set up everything missing, ingest the bundled spectra, serve
+#   make test  the same set-up, then the test suite against the running stack
+VENV ?= /opt/retrspect/venv
+export RETRSPECT_PORT ?= 8080
+
+.PHONY: run test setup deploy stop
+
+setup:
+	bash scripts/setup_system.sh
+	bash scripts/setup_python.sh
+
+deploy: setup
+	$(VENV)/bin/retrspect deploy --resdir resdir
+
+run: deploy
+	@echo "retrspect is serving on http://localhost:$(RETRSPECT_PORT)/"
+
+test: deploy
+	cd $(CURDIR) && $(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+
+stop:
+	$(VENV)/bin/retrspect serve stop
