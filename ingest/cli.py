@@ -18,11 +18,15 @@ def _deploy(args) -> int:
 
     resdir = Path(args.resdir).resolve()
     server.link_resdir(resdir)
+    examples_changed = server.install_tap_examples(
+        resdir / "etc" / "tapexamples.xml")
     made = stage_bundled(resdir / "data")
     print(f"[deploy] staged {made} new source files")
     _import(args)
     made, failed = make_previews(resdir / "data", resdir / "previews")
     print(f"[deploy] previews: {made} made, {failed} files unreadable")
+    if examples_changed:
+        server.stop()
     print(f"[deploy] {server.start()}")
     return 0
 
@@ -31,6 +35,7 @@ def _import(args) -> int:
     """Import new source files into the spectra table (incremental)."""
     from vo_services import server
     server.dachs("imp", "-c", server.RD_ID)
+    server.dachs("imp", server.RD_ID, "make_view")
     server.dachs("pub", server.RD_ID)
     server.reload()
     return 0

@@ -126,3 +126,29 @@ def reload() -> None:
 
 def status() -> str:
     return f"serving on {base_url()}" if is_running() else "not running"
+
+
+def install_tap_examples(examples: Path) -> bool:
+    """Splice ``examples`` (a tapexamples STREAM) into DaCHS's userconfig.rd.
+
+    DaCHS 2.7 serves /tap/examples from the ``tapexamples`` STREAM of
+    ``etc/userconfig.rd``.  We start from DaCHS's own default userconfig so
+    nothing else in it changes.  Returns True if the file changed (the
+    server must then be restarted to see it).
+    """
+    import re
+    from importlib.util import find_spec
+    system_rd = (Path(find_spec("gavo").submodule_search_locations[0])
+                 / "resources" / "inputs" / "__system__" / "userconfig.rd")
+    stream = re.sub(r"^<!--.*?-->\s*", "", examples.read_text(), flags=re.S)
+    text = re.sub(r'<STREAM id="tapexamples">.*?</STREAM>',
+                  lambda _: stream.strip(), system_rd.read_text(),
+                  count=1, flags=re.S)
+    target = GAVO_ROOT / "etc" / "userconfig.rd"
+    if target.exists() and target.read_text() == text:
+        return False
+    target.write_text(text)
+    if os.geteuid() == 0:
+        import shutil
+        shutil.chown(target, "dachsroot", "gavo")
+    return True
