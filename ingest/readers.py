@@ -1,0 +1,1617 @@
+"""Spectrum readers: one entry point, one registry of file layouts.
+
+:func:`read_spectra` opens a file, recognises its layout from its *content*
+(FITS structure, header keywords, column names and utypes, VOTable field
+utypes and UCDs; never the file name's extension) and returns validated
+:class:`~ingest.spectrum.Spectrum` objects.  Anything that goes wrong becomes a
+:class:`~ingest.spectrum.ReaderError` naming the file and the problem, so a
+batch import can report a bad file and carry on.
+
+Layouts live in :data:`FORMATS`, tried in order; supporting a new one means
+writing a sniff and a read function and adding one :class:`Format` entry.
+Header cards are read in one place, :func:`scan_header`, once per HDU.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from xml.parsers.expat import ExpatError
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import FK4, FK5, ICRS, SkyCoord
+from astropy.io import fits
+from astropy.io import votable
+from astropy.io.fits.verify import VerifyError, VerifyWarning
+from astropy.time import Time
+from astropy.utils.exceptions import AstropyWarning
+from erfa import ErfaWarning
+
+from ingest.spectrum import (
+    ReaderError,
+    Spectrum,
+    check_lengths,
+    empty_meta,
+    make_obs_id,
+    stem,
+)
+
+__all__ = [
+    "FORMATS",
+    "Format",
+    "HeaderInfo",
+    "read_spectra",
+    "scan_header",
+    "to_icrs",
+]
+
+#: SDSS, BOSS, MaNGA and the linetools SDSS file give flux in these units.
+SDSS_FLUX_UNIT = u.Unit("1e-17 erg / (s cm2 Angstrom)")
+
+#: LAMOST's low-resolution survey, R ~ 1800 at 5500 A (LAMOST data release
+#: documentation); the files do not state it.
+LAMOST_RESOLVING_POWER = 1800.0
+
+# Phrases of astropy warnings that mean the file is cut short or damaged;
+# every other warning raised while opening concerns header conformance,
+# which scan_header deals with card by card.
+_CORRUPT_FITS = (
+    "File may have been truncated",
+    "Header size is not multiple of 2880",
+    "the file is corrupted",
+)
+
+# Exceptions astropy and numpy raise on malformed input.  Readers turn them
+# into ReaderError; nothing else is caught.
+_DATA_ERRORS = (KeyError, ValueError, IndexError, TypeError, OSError,
+                EOFError, VerifyError, u.UnitsError)
+
+# linetools ships some spectra as a flux file and an error file side by side.
+_FLUX_ERROR_SUFFIXES = (("_f", "_e"), ("_nF", "_nE"), ("_F", "_E"))
+
+
+# --------------------------------------------------------------------------
+# Headers: the single loop over cards
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HeaderInfo:
+    """The cards of one FITS header, parsed once into plain dicts.
+
+    Attributes
+    ----------
+    values : dict of str to object
+        Keyword (upper case) to value; the first card wins when a keyword is
+        repeated (STELIB repeats EXTEND, popler files repeat CDELT1).
+    comments : dict of str to str
+        Keyword to the card's comment (STELIB keeps the sexagesimal position
+        only there).
+    """
+
+    values: dict = field(default_factory=dict)
+    comments: dict = field(default_factory=dict)
+
+    def __contains__(self, key):
+        return key in self.values
+
+    def get(self, key, default=None):
+        """Raw value of a keyword, or ``default``."""
+        return self.values.get(key, default)
+
+    def text(self, *keys):
+        """First of ``keys`` with a non-empty string value, stripped, else None."""
+        for key in keys:
+            value = self.values.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+        return None
+
+    def number(self, *keys):
+        """First of ``keys`` whose value is a finite number, else None.
+
+        Numeric strings count ('3.2'); placeholders such as '-' or '--' and
+        booleans do not.
+        """
+        for key in keys:
+            value = self.values.get(key)
+            if isinstance(value, bool) or value is None:
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue
+            if np.isfinite(number):
+                return number
+        return None
+
+    def flag(self, *keys):
+        """First of ``keys`` holding a boolean (T/F, 'TRUE', 'yes'), else None."""
+        for key in keys:
+            value = self.values.get(key)
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str):
+                word = value.strip().lower()
+                if word in ("t", "true", "yes", "y", "1"):
+                    return True
+                if word in ("f", "false", "no", "n", "0"):
+                    return False
+        return None
+
+    def merged(self, other):
+        """A new HeaderInfo with ``other``'s cards overriding this one's.
+
+        Used for ESO-style files whose extension inherits the primary header
+        (INHERIT = T) and may repeat or refine its keywords.
+        """
+        return HeaderInfo({**self.values, **other.values},
+                          {**self.comments, **other.comments})
+
+
+def scan_header(header):
+    """Parse every card of a FITS header once.
+
+    Old IRAF files carry cards astropy cannot parse as written (STELIB's
+    ``APNUM1 = '1 0     '`` followed by garbage); such a card is repaired
+    silently with astropy's own fixer, deliberately, because one malformed
+    bookkeeping card must not make a good spectrum unreadable.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+
+    Returns
+    -------
+    HeaderInfo
+    """
+    values, comments = {}, {}
+    for card in header.cards:
+        key = card.keyword
+        if not key or key in ("COMMENT", "HISTORY") or key in values:
+            continue
+        try:
+            value = card.value
+        except VerifyError:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", VerifyWarning)
+                card.verify("silentfix+ignore")
+            value = card.value
+        values[key] = value
+        comments[key] = card.comment
+    return HeaderInfo(values, comments)
+
+
+# --------------------------------------------------------------------------
+# Units, positions, times
+# --------------------------------------------------------------------------
+
+_UNIT_WORDS = {
+    "erg": u.erg, "ergs": u.erg, "s": u.s, "sec": u.s, "second": u.s,
+    "cm": u.cm, "cm2": u.cm**2, "cm^2": u.cm**2, "cm**2": u.cm**2,
+    "m2": u.m**2, "m^2": u.m**2, "w": u.W, "hz": u.Hz, "jy": u.Jy,
+    "mjy": u.mJy, "a": u.AA, "aa": u.AA, "ang": u.AA, "angstrom": u.AA,
+    "angstroms": u.AA, "angstroem": u.AA, "nm": u.nm, "nanometers": u.nm,
+    "um": u.um, "micron": u.um, "microns": u.um, "m": u.m,
+    "count": u.count, "counts": u.count,
+}
+_SCALE = re.compile(r"^(?:1e([-+]?\d+)|10(?:\*\*|\^)\(?([-+]?\d+)\)?)$",
+                    re.IGNORECASE)
+
+
+def parse_unit(text):
+    """Turn a unit string from a FITS header or VOTable into a Unit.
+
+    Astronomers write BUNIT as ``erg /s /cm2 /angstroms`` (STELIB),
+    ``erg/cm2/s/A`` (ESI) or ``1E-17 erg/cm^2/s/Ang`` (SDSS): every '/'
+    divides by the next word only, and 'A' is Angstrom, not Ampere.  Such
+    strings are read word by word first; anything else (``erg / (s cm2
+    Angstrom)``, ``erg s**(-1) cm**(-2) nm**(-1)``) goes to astropy.
+
+    Parameters
+    ----------
+    text : str or UnitBase or None
+
+    Returns
+    -------
+    astropy.units.UnitBase or None
+        None for a missing or unrecognised unit (e.g. 'DU/PIXEL'), which
+        callers treat as relative flux.
+    """
+    if text is None or not str(text).strip():
+        return None
+    text = str(text).strip()
+    with warnings.catch_warnings():
+        # astropy warns about, then guesses at, strings it finds doubtful
+        # (multiple slashes); a doubtful string is better left unparsed.
+        warnings.simplefilter("error", u.UnitsWarning)
+        unit = _unit_from_words(text)
+        if unit is not None:
+            return unit
+        try:
+            unit = u.Unit(text, parse_strict="silent")
+        except (ValueError, u.UnitsWarning):
+            return None
+    return None if isinstance(unit, u.UnrecognizedUnit) else unit
+
+
+def _unit_from_words(text):
+    """``erg/cm2/s/A``-style units, each '/' dividing by one word, or None."""
+    result = u.dimensionless_unscaled
+    for match in re.finditer(r"(/?)\s*([^\s/]+)", text):
+        divide, word = match.group(1) == "/", match.group(2)
+        scale = _SCALE.match(word)
+        if scale:
+            part = u.Unit(10.0 ** int(scale.group(1) or scale.group(2)))
+        else:
+            part = _UNIT_WORDS.get(word.lower())
+        if part is None:
+            try:
+                part = u.Unit(word, parse_strict="silent")
+            except (ValueError, u.UnitsWarning):
+                return None
+            if isinstance(part, u.UnrecognizedUnit):
+                return None
+        result = result / part if divide else result * part
+    return result
+
+
+def parse_sexagesimal(text):
+    """``'-5 32 27'`` or ``'23:50:57.6'`` to a float in the leading unit.
+
+    Seconds of 60 are accepted (STELIB writes ``'-3:59:60.00'``), which is
+    why this does not go through astropy's Angle parser.
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    float or None
+        Degrees (or hours), None when ``text`` holds no d m s triple.
+    """
+    match = re.search(r"([+-]?)\s*(\d{1,3})[:\s]+(\d{1,2})[:\s]+(\d{1,2}(?:\.\d*)?)",
+                      text)
+    if match is None:
+        return None
+    sign = -1.0 if match.group(1) == "-" else 1.0
+    d, m, s = (float(g) for g in match.group(2, 3, 4))
+    return sign * (d + m / 60.0 + s / 3600.0)
+
+
+def to_icrs(ra, dec, frame="icrs", equinox=None):
+    """Convert a position to ICRS degrees with astropy.coordinates.
+
+    Parameters
+    ----------
+    ra, dec : float
+        Degrees in ``frame``.
+    frame : {"icrs", "fk5", "fk4"}
+    equinox : str, optional
+        e.g. 'B1950.0' for FK4, 'J2000.0' for FK5.
+
+    Returns
+    -------
+    tuple of float
+        ICRS right ascension and declination in degrees.
+    """
+    if frame == "fk4":
+        system = FK4(equinox=equinox or "B1950.0")
+    elif frame == "fk5":
+        system = FK5(equinox=equinox or "J2000.0")
+    else:
+        system = ICRS()
+    coord = SkyCoord(ra * u.deg, dec * u.deg, frame=system).icrs
+    return float(coord.ra.deg), float(coord.dec.deg)
+
+
+def header_frame(info):
+    """Celestial frame and equinox a header's RA/DEC are given in.
+
+    Parameters
+    ----------
+    info : HeaderInfo
+
+    Returns
+    -------
+    tuple
+        ``(frame, equinox)``; frame is "icrs", "fk5" or "fk4".  Without any
+        frame or equinox keyword the position is taken as ICRS.
+    """
+    system = (info.text("RADESYS", "RADECSYS", "RADESYSA", "FRAME", "TARGFRAM",
+                        "OBJSYS") or "").upper()
+    raw = info.get("EQUINOX")
+    year = None
+    if isinstance(raw, str):
+        match = re.search(r"\d{4}(?:\.\d*)?", raw)
+        year = float(match.group()) if match else None
+    elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        year = float(raw)
+    if system.startswith("ICRS"):
+        return "icrs", None
+    if system.startswith("FK4") or (not system.startswith("FK5")
+                                    and year is not None and year < 1984):
+        return "fk4", f"B{year or 1950.0:.1f}"
+    if system.startswith("FK5") or year is not None:
+        return "fk5", f"J{year or 2000.0:.1f}"
+    return "icrs", None
+
+
+# Words in an RA/DEC card comment saying the number is not the target's
+# position in degrees.
+_NOT_TARGET_DEGREES = {"boresight", "telescope", "pointing", "rad", "radian",
+                       "radians", "hour", "hours", "hrs"}
+
+
+def header_position(info):
+    """Target position from RA/DEC cards, converted to ICRS degrees.
+
+    Accepted forms, in order of trust:
+
+    * sexagesimal strings (hours, degrees);
+    * numbers whose card comment carries the sexagesimal value: STELIB
+      stores RA/DEC in radians, and for declinations between -10 and 0 deg
+      the radians have the sign applied to the degrees only (-5 32 27 stored
+      as -4.459 deg); the comment ("Mean Dec  -5 32 27") is correct;
+    * numbers in degrees, unless the comment says they are radians, hours
+      or the telescope's boresight rather than the target (SDSS plate files).
+
+    Parameters
+    ----------
+    info : HeaderInfo
+
+    Returns
+    -------
+    tuple
+        ``(ra, dec)`` in ICRS degrees, or ``(None, None)``.
+    """
+    ra, dec = info.get("RA"), info.get("DEC")
+    if ra is None or dec is None:
+        return None, None
+    ra_note = info.comments.get("RA", "") or ""
+    dec_note = info.comments.get("DEC", "") or ""
+    if isinstance(ra, str) and isinstance(dec, str):
+        ra_deg, dec_deg = parse_sexagesimal(ra), parse_sexagesimal(dec)
+        if ra_deg is None or dec_deg is None:
+            try:  # decimal degrees written as strings
+                ra_deg, dec_deg = float(ra), float(dec)
+            except ValueError:
+                return None, None
+        else:
+            ra_deg *= 15.0
+    elif isinstance(ra, (int, float)) and isinstance(dec, (int, float)):
+        from_notes = parse_sexagesimal(ra_note), parse_sexagesimal(dec_note)
+        words = set(re.findall(r"[a-z]+", (ra_note + " " + dec_note).lower()))
+        if None not in from_notes:
+            ra_deg, dec_deg = from_notes[0] * 15.0, from_notes[1]
+        elif words & _NOT_TARGET_DEGREES:
+            return None, None
+        else:
+            ra_deg, dec_deg = float(ra), float(dec)
+    else:
+        return None, None
+    if not (0.0 <= ra_deg < 360.0 and -90.0 <= dec_deg <= 90.0):
+        return None, None
+    frame, equinox = header_frame(info)
+    return to_icrs(ra_deg, dec_deg, frame, equinox)
+
+
+def mjd_from(value):
+    """An observation date as MJD from an MJD number or an ISO date string.
+
+    Parameters
+    ----------
+    value : float or str or None
+
+    Returns
+    -------
+    float or None
+        None when the value is not a plausible date (e.g. ESI's 'MJD' of
+        2965661, which is not an MJD).
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        value = float(value)
+        return value if 15000.0 < value < 100000.0 else None
+    text = str(value).strip()
+    if not re.match(r"^\d{4}-\d{2}-\d{2}", text):
+        return None
+    with warnings.catch_warnings():
+        # "dubious year" for UTC dates outside the leap-second table does not
+        # change a date at the precision of a day.
+        warnings.simplefilter("ignore", ErfaWarning)
+        try:
+            return float(Time(text, scale="utc").mjd)
+        except ValueError:
+            return None
+
+
+def header_mjd(info):
+    """Observation date (MJD) from MJD-OBS, MJD or DATE-OBS, first plausible."""
+    for key in ("MJD-OBS", "MJD_OBS", "MJD"):
+        mjd = mjd_from(info.number(key))
+        if mjd is not None:
+            return mjd
+    return mjd_from(info.text("DATE-OBS", "DATE_OBS"))
+
+
+def object_class(text):
+    """Normalise a published class ('STAR', 'GALAXY', 'QSO') to lower case."""
+    if not text:
+        return None
+    word = str(text).strip().lower()
+    return {"quasar": "qso"}.get(word, word)
+
+
+def header_meta(info, path, index=0, count=1):
+    """Standard metadata from one (possibly merged) header.
+
+    Only keywords with an unambiguous meaning are used: FWHM, for instance,
+    is the spectral resolution in MILES files but the seeing in XSL files,
+    so it is left to the collection's enrich step.
+
+    Parameters
+    ----------
+    info : HeaderInfo
+    path : str or Path
+        The file, for the default obs_id.
+    index, count : int
+        Position of the spectrum and number of spectra in the file; the
+        default obs_id carries the index only for multi-spectrum files.
+
+    Returns
+    -------
+    dict
+        All standard keys.
+    """
+    ra, dec = header_position(info)
+    resolving_power = info.number("SPEC_RES")
+    # ESO's SPEC_RES is a resolving power; a value below 100 would be a
+    # resolution in wavelength units and is not used.
+    if resolving_power is not None and resolving_power < 100:
+        resolving_power = None
+    return empty_meta(
+        obs_id=make_obs_id(stem(path), index if count > 1 else None),
+        target_name=info.text("OBJECT", "OBJNAME", "TARGNAME", "OBJ_NAME"),
+        ra=ra,
+        dec=dec,
+        date_obs=header_mjd(info),
+        object_class=object_class(info.text("CLASS")),
+        instrument=info.text("INSTRUME") or info.text("TELESCOP"),
+        resolving_power=resolving_power,
+        redshift=info.number("Z", "REDSHIFT"),
+        teff=info.number("TEFF"),
+        logg=info.number("LOGG", "LOG_G"),
+        feh=info.number("FEH", "FE_H"),
+        mk_type=info.text("SPECTYPE", "SPTYPE", "SP_TYPE"),
+        rv=info.number("RADVEL", "VRAD"),
+    )
+
+
+def header_medium(info, default):
+    """Wavelength medium stated by a header, else ``default``.
+
+    Parameters
+    ----------
+    info : HeaderInfo
+    default : {"air", "vacuum"}
+        What the format's documentation says when the header is silent.
+
+    Returns
+    -------
+    str
+    """
+    vacuum = info.flag("VACUUM")
+    if vacuum is not None:
+        return "vacuum" if vacuum else "air"
+    airorvac = (info.text("AIRORVAC") or "").lower()
+    if airorvac.startswith("vac"):
+        return "vacuum"
+    if airorvac.startswith("air"):
+        return "air"
+    ctype = (info.text("CTYPE1") or "").upper()
+    if ctype.startswith("AWAV"):
+        return "air"
+    if ctype.startswith("WAVE"):
+        return "vacuum"
+    return default
+
+
+# --------------------------------------------------------------------------
+# Assembling a Spectrum
+# --------------------------------------------------------------------------
+
+def build_spectrum(path, wavelength, flux, *, medium, meta, index=0,
+                   ivar=None, error=None, bad=None):
+    """Combine arrays from a file into a validated Spectrum.
+
+    Every reader goes through here so the bad-pixel rules are the same for
+    all formats: non-finite flux, flux exactly 0 (the fill value of
+    unobserved pixels in STELIB, MaNGA and the echelle quasar files), an
+    unknown or zero error, and pixels the file flags are masked.
+
+    Parameters
+    ----------
+    path : str or Path
+    wavelength : Quantity, shape (N,)
+        Converted to Angstrom so all readers agree.
+    flux : Quantity, shape (N,)
+    medium : {"air", "vacuum"}
+    meta : dict
+    index : int
+    ivar : array-like, shape (N,), optional
+        Inverse variance in ``flux.unit**-2``; NaN counts as unknown (0).
+    error : array-like or Quantity, shape (N,), optional
+        1-sigma error; converted to ``ivar``.  Zero, negative (popler's "no
+        information") or NaN errors give ivar 0.
+    bad : array-like of bool, shape (N,), optional
+        Pixels the file flags.
+
+    Returns
+    -------
+    Spectrum
+        Validated.
+
+    Raises
+    ------
+    ReaderError
+        Array lengths differ, or validation fails.
+    """
+    arrays = {"wavelength": wavelength, "flux": flux}
+    for name, values in (("ivar", ivar), ("error", error), ("mask", bad)):
+        if values is not None:
+            arrays[name] = values
+    check_lengths(path, arrays)
+    flux_values = np.asarray(flux.value, dtype=float)
+    mask = ~np.isfinite(flux_values) | (flux_values == 0)
+    if error is not None:
+        if isinstance(error, u.Quantity):
+            if error.unit.is_equivalent(flux.unit):
+                error = error.to_value(flux.unit)
+            else:
+                error = error.value
+        error = np.asarray(error, dtype=float)
+        usable = np.isfinite(error) & (error > 0)
+        ivar = np.zeros_like(error)
+        ivar[usable] = 1.0 / error[usable] ** 2
+    if ivar is not None:
+        ivar = np.asarray(ivar, dtype=float)
+        ivar = np.where(np.isfinite(ivar), ivar, 0.0)
+        mask |= ivar == 0
+    if bad is not None:
+        mask |= np.asarray(bad, dtype=bool)
+    spectrum = Spectrum(
+        wavelength=u.Quantity(np.asarray(wavelength.to_value(u.AA), dtype=float),
+                              u.AA),
+        flux=u.Quantity(flux_values, flux.unit),
+        ivar=ivar,
+        mask=mask,
+        medium=medium,
+        meta=meta,
+        source=str(path),
+        index=index,
+    )
+    return spectrum.validate()
+
+
+# --------------------------------------------------------------------------
+# Opening files
+# --------------------------------------------------------------------------
+
+@dataclass
+class FitsSource:
+    """An open FITS file with its headers scanned on first use.
+
+    Attributes
+    ----------
+    path : Path
+    hdul : astropy.io.fits.HDUList
+        All HDUs, data already read (so truncation shows at open time).
+    """
+
+    path: Path
+    hdul: fits.HDUList
+    _infos: dict = field(default_factory=dict, repr=False)
+
+    def info(self, index=0):
+        """HeaderInfo of HDU ``index``, scanned once and cached."""
+        if index not in self._infos:
+            self._infos[index] = scan_header(self.hdul[index].header)
+        return self._infos[index]
+
+    def index_of(self, extname):
+        """Index of the HDU with this EXTNAME (case-insensitive), or None."""
+        for i, hdu in enumerate(self.hdul):
+            if hdu.name.upper() == extname.upper():
+                return i
+        return None
+
+    def extnames(self):
+        """Set of the upper-case EXTNAMEs in the file."""
+        return {hdu.name.upper() for hdu in self.hdul}
+
+
+@dataclass
+class VOTableSource:
+    """A parsed VOTable file."""
+
+    path: Path
+    votable: object
+
+
+def _head_bytes(path):
+    """The first 4 kB of a file, decompressed when it is gzip.
+
+    A gzip file is decompressed to its end once: astropy stops quietly at a
+    cut in the compressed stream and would return the HDUs before it as if
+    the file ended there.
+    """
+    with open(path, "rb") as stream:
+        head = stream.read(4096)
+    if head[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as stream:
+                head = stream.read(4096)
+                while stream.read(1 << 22):
+                    pass
+        except (OSError, EOFError) as exc:
+            raise ReaderError(path, f"truncated or corrupt gzip file: {exc}") from exc
+    return head
+
+
+def _container(path):
+    """'fits' or 'votable', judged from the first bytes of the file."""
+    head = _head_bytes(path)
+    if not head:
+        raise ReaderError(path, "empty file")
+    if head.startswith(b"SIMPLE  ="):
+        return "fits"
+    if head.lstrip().startswith(b"<") and b"<VOTABLE" in head.upper():
+        return "votable"
+    raise ReaderError(path, "not a FITS file or VOTable (starts with "
+                      f"{head[:24]!r})")
+
+
+@contextmanager
+def open_fits(path):
+    """Open a FITS file, read all HDUs and fail clearly if it is damaged.
+
+    Parameters
+    ----------
+    path : Path
+
+    Yields
+    ------
+    FitsSource
+
+    Raises
+    ------
+    ReaderError
+        Unreadable, truncated or corrupt file.
+    """
+    failure, hdul = None, None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            hdul = fits.open(path, memmap=False)
+            for hdu in hdul:
+                hdu.data  # noqa: B018 - read now so truncation shows here
+        except (OSError, ValueError, TypeError, EOFError, IndexError,
+                VerifyError) as exc:
+            failure = exc
+    corrupt = [str(w.message).strip().splitlines()[0] for w in caught
+               if any(phrase in str(w.message) for phrase in _CORRUPT_FITS)]
+    if failure is not None or corrupt:
+        if hdul is not None:
+            hdul.close()
+        if corrupt:
+            detail = f": {failure}" if failure is not None else ""
+            raise ReaderError(path, f"truncated or corrupt FITS file ({corrupt[0]})"
+                              f"{detail}") from failure
+        raise ReaderError(path, f"not a readable FITS file: {failure}") from failure
+    for warning in caught:
+        # Other astropy warnings at open time concern header conformance,
+        # which scan_header handles card by card; anything else is passed on.
+        if not issubclass(warning.category, AstropyWarning):
+            warnings.warn_explicit(warning.message, warning.category,
+                                   warning.filename, warning.lineno)
+    try:
+        yield FitsSource(Path(path), hdul)
+    finally:
+        hdul.close()
+
+
+@contextmanager
+def open_votable(path):
+    """Parse a VOTable leniently; IVOA-conformance nits are not our concern.
+
+    Yields
+    ------
+    VOTableSource
+
+    Raises
+    ------
+    ReaderError
+        Not well-formed XML or not a VOTable.
+    """
+    try:
+        table = votable.parse(str(path), verify="ignore")
+    except (ExpatError, ValueError, IndexError, KeyError, TypeError) as exc:
+        raise ReaderError(path, f"not a readable VOTable: {exc}") from exc
+    yield VOTableSource(Path(path), table)
+
+
+# --------------------------------------------------------------------------
+# Format: 1-D FITS images with a linear or logarithmic wavelength WCS
+# --------------------------------------------------------------------------
+
+def _multispec_wavelength(path, info, npix):
+    """Wavelengths from IRAF's multispec WAT2 cards (aperture 1).
+
+    The WAT2_nnn strings are 68-character pieces of one text; astropy strips
+    their trailing blanks, so each piece is padded back before joining.
+    """
+    pieces, number = [], 1
+    while f"WAT2_{number:03d}" in info:
+        pieces.append(str(info.get(f"WAT2_{number:03d}")).ljust(68))
+        number += 1
+    match = re.search(r'spec1\s*=\s*"([^"]*)"', "".join(pieces))
+    if match is None:
+        raise ReaderError(path, "no wavelength information: multispec header "
+                          "without a spec1 entry in WAT2")
+    fields = match.group(1).split()
+    # ap beam dtype w1 dw nw z aplow aphigh [function terms]
+    dtype = int(float(fields[2]))
+    w1, dw, z = float(fields[3]), float(fields[4]), float(fields[6])
+    values = w1 + dw * np.arange(npix)
+    if dtype == 1:
+        values = 10.0 ** values
+    elif dtype != 0:
+        raise ReaderError(path, f"multispec dispersion type {dtype} "
+                          "(non-linear) is not supported")
+    return values / (1.0 + z)
+
+
+def wcs_wavelength(path, info, npix):
+    """Wavelengths of the pixels of a 1-D spectrum from its header WCS.
+
+    Handles linear axes (CRVAL1 + CDELT1 or CD1_1, CRPIX1), IRAF's DC-FLAG = 1
+    (CRVAL1/CDELT1 are log10 of the wavelength, whatever CTYPE1 says), the
+    LOGLIN convention of UVES_popler, the FITS WAVE-LOG/AWAV-LOG axes
+    (Greisen et al. 2006) and IRAF multispec linear/log-linear dispersions.
+
+    Parameters
+    ----------
+    path : Path
+    info : HeaderInfo
+    npix : int
+
+    Returns
+    -------
+    Quantity, shape (npix,)
+
+    Raises
+    ------
+    ReaderError
+        CRVAL1 or the increment is missing.
+    """
+    ctype = (info.text("CTYPE1") or "").upper()
+    if ctype == "MULTISPE":
+        values = _multispec_wavelength(path, info, npix)
+        return values * _wcs_unit(info)
+    crval = info.number("CRVAL1")
+    if crval is None:
+        raise ReaderError(path, "no wavelength information: the image header "
+                          "has no CRVAL1")
+    step = info.number("CD1_1", "CDELT1")
+    if step is None or step == 0:
+        raise ReaderError(path, "no wavelength information: the image header "
+                          "has neither CD1_1 nor CDELT1")
+    crpix = info.number("CRPIX1")
+    offset = np.arange(npix) + 1.0 - (1.0 if crpix is None else crpix)
+    if info.number("DC-FLAG") == 1 or ctype == "LOGLIN":
+        values = 10.0 ** (crval + offset * step)
+    elif ctype.endswith("-LOG"):
+        values = crval * np.exp(offset * step / crval)
+    else:
+        values = crval + offset * step
+    return values * _wcs_unit(info)
+
+
+def _wcs_unit(info):
+    """Wavelength unit from CUNIT1 or IRAF's WAT1 "units=", else Angstrom."""
+    unit = parse_unit(info.text("CUNIT1"))
+    if unit is None:
+        match = re.search(r"units=(\S+)", info.text("WAT1_001") or "")
+        unit = parse_unit(match.group(1)) if match else None
+    if unit is None or unit.physical_type != "length":
+        unit = u.AA
+    return unit
+
+
+def _image_hdu_index(source):
+    """Index of the first HDU holding image data, or None."""
+    for i, hdu in enumerate(source.hdul):
+        if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)) and hdu.data is not None:
+            return i
+    return None
+
+
+def _image_planes(source, index):
+    """Flux and error arrays of a 1-D, single-row or IRAF multispec image.
+
+    Returns
+    -------
+    tuple
+        ``(flux, error)``; error None when the image has no sigma plane.
+        None when the image is not one spectrum.
+    """
+    data = source.hdul[index].data
+    if data.ndim == 1:
+        return data, None
+    if data.ndim == 2 and data.shape[0] == 1:
+        return data[0], None
+    if data.ndim == 3 and data.shape[1] == 1:
+        # IRAF multispec bands: BANDIDn names each plane ("spectrum", "sigma").
+        info = source.info(index)
+        error = None
+        for band in range(data.shape[0]):
+            name = (info.text(f"BANDID{band + 1}") or "").lower()
+            if "sigma" in name or "error" in name:
+                error = data[band, 0]
+        return data[0, 0], error
+    return None
+
+
+def _sniff_image_1d(source):
+    if not isinstance(source, FitsSource):
+        return False
+    index = _image_hdu_index(source)
+    return index is not None and _image_planes(source, index) is not None
+
+
+def _image_spectrum(source, error=None):
+    """Read a 1-D image spectrum, optionally with an error array from elsewhere."""
+    index = _image_hdu_index(source)
+    info = source.info(0).merged(source.info(index)) if index else source.info(0)
+    flux, plane_error = _image_planes(source, index)
+    flux = np.asarray(flux, dtype=float)
+    if error is None:
+        error = plane_error
+    if error is None and index + 1 < len(source.hdul):
+        # An ERROR/SIGMA extension right after the flux image.
+        following = source.hdul[index + 1]
+        if (following.name.upper() in ("ERR", "ERROR", "SIGMA", "NOISE")
+                and following.data is not None and following.data.size == flux.size):
+            error = np.ravel(following.data)
+    wave = wcs_wavelength(source.path, info, flux.size)
+    unit = parse_unit(info.text("BUNIT")) or u.dimensionless_unscaled
+    # Ground-based IRAF-era libraries (MILES, STELIB) are in air; headers
+    # that know better say so with VACUUM, AIRORVAC or CTYPE1 = WAVE.
+    medium = header_medium(info, default="air")
+    return build_spectrum(source.path, wave, flux * unit, medium=medium,
+                          meta=header_meta(info, source.path), error=error)
+
+
+def _read_image_1d(source):
+    return [_image_spectrum(source)]
+
+
+# --------------------------------------------------------------------------
+# Format: flux and error in two files (linetools' ESI and MagE quasars)
+# --------------------------------------------------------------------------
+
+def _split_name(path):
+    name = path.name
+    base = stem(path)
+    return base, name[len(base):]
+
+
+def error_companion(path):
+    """The error file beside a flux file (PH957_f.fits -> PH957_e.fits), or None."""
+    path = Path(path)
+    base, rest = _split_name(path)
+    for flux_suffix, error_suffix in _FLUX_ERROR_SUFFIXES:
+        if base.endswith(flux_suffix):
+            candidate = path.with_name(base[: -len(flux_suffix)] + error_suffix + rest)
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def flux_companion(path):
+    """The flux file beside an error file (UM184_nE.fits -> UM184_nF.fits), or None."""
+    path = Path(path)
+    base, rest = _split_name(path)
+    for flux_suffix, error_suffix in _FLUX_ERROR_SUFFIXES:
+        if base.endswith(error_suffix):
+            candidate = path.with_name(base[: -len(error_suffix)] + flux_suffix + rest)
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _sniff_error_file(source):
+    return _sniff_image_1d(source) and flux_companion(source.path) is not None
+
+
+def _read_error_file(source):
+    raise ReaderError(source.path, "this is the error array of "
+                      f"{flux_companion(source.path).name}; read that file")
+
+
+def _sniff_split_flux(source):
+    return _sniff_image_1d(source) and error_companion(source.path) is not None
+
+
+def _read_split_flux(source):
+    error_path = error_companion(source.path)
+    with open_fits(error_path) as errors:
+        if not _sniff_image_1d(errors):
+            raise ReaderError(source.path, f"error file {error_path.name} is "
+                              "not a 1-D image")
+        flux_index, error_index = _image_hdu_index(source), _image_hdu_index(errors)
+        flux_info, error_info = source.info(flux_index), errors.info(error_index)
+        for key in ("NAXIS1", "CRVAL1", "CDELT1", "CD1_1", "CRPIX1"):
+            if flux_info.get(key) != error_info.get(key):
+                raise ReaderError(source.path, f"error file {error_path.name} "
+                                  f"has a different {key}")
+        error = np.asarray(_image_planes(errors, error_index)[0], dtype=float)
+    return [_image_spectrum(source, error=error)]
+
+
+# --------------------------------------------------------------------------
+# Format: binary tables (ESO Phase 3 1-D spectra, SDM in FITS, plain columns)
+# --------------------------------------------------------------------------
+
+_ROLE_UTYPES = {
+    "data.spectralaxis.value": "wave",
+    "data.fluxaxis.value": "flux",
+    "data.fluxaxis.accuracy.staterror": "error",
+    "data.fluxaxis.quality": "quality",
+}
+_ROLE_NAMES = {
+    "wave": ("WAVE", "WAVELENGTH", "LAMBDA", "WAVE_VAC", "WAVE_AIR"),
+    "loglam": ("LOGLAM",),
+    "flux": ("FLUX", "FLUX_REDUCED"),
+    "error": ("ERR", "ERR_FLUX", "ERROR", "SIGMA", "FLUX_ERR", "ERR_REDUCED"),
+    "ivar": ("IVAR", "INVVAR"),
+    "quality": ("QUAL", "QUALITY"),
+    "mask": ("MASK", "AND_MASK", "ANDMASK"),
+}
+
+
+def utype_role(utype):
+    """Role of a column from its IVOA Spectrum utype, or None.
+
+    Only the main axes count: ESO's ``eso:Data.FluxAxis.Value`` (a telluric
+    corrected copy) and ``continuum:...`` are other products.
+    """
+    if not utype:
+        return None
+    text = utype.strip().lower()
+    namespace = ""
+    if ":" in text:
+        namespace, text = text.split(":", 1)
+    if namespace not in ("", "spec", "sdm", "spectrum"):
+        return None
+    if text.startswith("spectrum."):
+        text = text[len("spectrum."):]
+    return _ROLE_UTYPES.get(text)
+
+
+def ucd_role(ucd):
+    """Role of a column from its UCD, or None (em.wl, phot.flux.density...)."""
+    if not ucd:
+        return None
+    words = [w.strip().lower() for w in ucd.split(";")]
+    if words[0] == "em.wl":
+        return "wave"
+    if words[0].startswith("phot.flux.density") or words[0] == "phot.flux":
+        return "flux"
+    if words[0] == "stat.error" and any(w.startswith("phot.flux") for w in words):
+        return "error"
+    return None
+
+
+def assign_roles(columns):
+    """Map roles to column names from (name, utype, ucd) triples.
+
+    Utypes win over UCDs, which win over conventional names.
+
+    Parameters
+    ----------
+    columns : list of tuple
+        ``(name, utype, ucd)`` per column, in file order.
+
+    Returns
+    -------
+    dict
+        Role ("wave", "loglam", "flux", "error", "ivar", "quality", "mask")
+        to column name.
+    """
+    roles = {}
+    for classify, position in ((utype_role, 1), (ucd_role, 2)):
+        for column in columns:
+            role = classify(column[position])
+            if role and role not in roles:
+                roles[role] = column[0]
+    upper = {column[0].upper(): column[0] for column in columns}
+    for role, names in _ROLE_NAMES.items():
+        if role in roles or (role == "loglam" and "wave" in roles):
+            continue
+        for name in names:
+            if name in upper:
+                roles[role] = upper[name]
+                break
+    if "wave" in roles:
+        roles.pop("loglam", None)
+    return roles
+
+
+def _table_hdus(source):
+    """(index, roles, columns, info) of binary tables with wavelength and flux."""
+    found = []
+    for i, hdu in enumerate(source.hdul):
+        if not isinstance(hdu, fits.BinTableHDU) or hdu.data is None:
+            continue
+        info = source.info(i)
+        columns = [(column.name, info.text(f"TUTYP{number}"),
+                    info.text(f"TUCD{number}"))
+                   for number, column in enumerate(hdu.columns, start=1)]
+        roles = assign_roles(columns)
+        if ("wave" in roles or "loglam" in roles) and "flux" in roles:
+            found.append((i, roles, columns, info))
+    return found
+
+
+def _sniff_table(source):
+    return isinstance(source, FitsSource) and bool(_table_hdus(source))
+
+
+def _column_unit(hdu, name):
+    return parse_unit(hdu.columns[name].unit)
+
+
+def _table_column(data, roles, role, row):
+    """A role's values in one row (array columns) or the whole column, or None."""
+    if role not in roles:
+        return None
+    values = data[roles[role]] if row is None else data[roles[role]][row]
+    return np.ravel(np.asarray(values))
+
+
+def _read_table(source):
+    """One spectrum per row of array columns, or one from scalar columns."""
+    index, roles, columns, table_info = _table_hdus(source)[0]
+    hdu = source.hdul[index]
+    info = source.info(0).merged(table_info)
+    data = hdu.data
+    wave_name = roles.get("wave") or roles["loglam"]
+    array_columns = np.ndim(data[wave_name][0]) > 0
+    rows = range(len(data)) if array_columns else [None]
+    wave_unit = _column_unit(hdu, wave_name) if "wave" in roles else u.AA
+    if wave_unit is None or wave_unit.physical_type != "length":
+        wave_unit = u.AA  # unit-less wavelength columns are Angstrom by habit
+    flux_unit = _column_unit(hdu, roles["flux"]) or u.dimensionless_unscaled
+    error_unit = _column_unit(hdu, roles["error"]) if "error" in roles else None
+    ucds = {name: (ucd or "") for name, _, ucd in columns}
+    # SDM: the spectral axis UCD em.wl;obs.atmos marks air; em.wl is vacuum.
+    if "obs.atmos" in ucds.get(wave_name, "").lower():
+        medium = "air"
+    else:
+        medium = header_medium(info, default="vacuum")
+    spectra = []
+    for position, row in enumerate(rows):
+        values = {role: _table_column(data, roles, role, row)
+                  for role in ("wave", "loglam", "flux", "error", "ivar",
+                               "quality", "mask")}
+        if values["wave"] is not None:
+            wave = values["wave"].astype(float)
+        else:
+            wave = 10.0 ** values["loglam"].astype(float)
+        error = values["error"]
+        if error is not None and error_unit is not None:
+            error = error.astype(float) * error_unit
+        bad = None
+        for flags in (values["quality"], values["mask"]):
+            if flags is not None:
+                bad = (flags != 0) if bad is None else bad | (flags != 0)
+        spectra.append(build_spectrum(
+            source.path, wave * wave_unit,
+            values["flux"].astype(float) * flux_unit,
+            medium=medium, index=position,
+            meta=header_meta(info, source.path, position, len(rows)),
+            ivar=values["ivar"], error=error, bad=bad))
+    return spectra
+
+
+# --------------------------------------------------------------------------
+# Format: SDSS / BOSS spec-lite (spec-PLATE-MJD-FIBERID.fits)
+# --------------------------------------------------------------------------
+
+def _columns_upper(hdu):
+    return {name.upper(): name for name in hdu.columns.names}
+
+
+def _sniff_spec_lite(source):
+    if not isinstance(source, FitsSource):
+        return False
+    index = source.index_of("COADD")
+    return (index is not None and isinstance(source.hdul[index], fits.BinTableHDU)
+            and "LOGLAM" in _columns_upper(source.hdul[index]))
+
+
+def jname(ra, dec, prefix="J"):
+    """IAU-style name from a position, truncated as SDSS does (Jhhmmss.ss+ddmmss.s).
+
+    Parameters
+    ----------
+    ra, dec : float
+        Degrees.
+    prefix : str
+
+    Returns
+    -------
+    str
+    """
+    centi_seconds = int(np.floor(ra / 15.0 * 360000.0 + 1e-6))
+    hh, rest = divmod(centi_seconds, 360000)
+    mm, rest = divmod(rest, 6000)
+    deci_arcsec = int(np.floor(abs(dec) * 36000.0 + 1e-6))
+    dd, drest = divmod(deci_arcsec, 36000)
+    dm, drest = divmod(drest, 600)
+    sign = "-" if dec < 0 else "+"
+    return (f"{prefix}{hh:02d}{mm:02d}{rest // 100:02d}.{rest % 100:02d}"
+            f"{sign}{dd:02d}{dm:02d}{drest // 10:02d}.{drest % 10:d}")
+
+
+def _read_spec_lite(source):
+    path = source.path
+    coadd = source.hdul[source.index_of("COADD")]
+    cols = _columns_upper(coadd)
+    for needed in ("FLUX", "IVAR"):
+        if needed not in cols:
+            raise ReaderError(path, f"COADD table has no {needed.lower()} column")
+    data = coadd.data
+    loglam = np.asarray(data[cols["LOGLAM"]], dtype=float)
+    flux = np.asarray(data[cols["FLUX"]], dtype=float)
+    ivar = np.asarray(data[cols["IVAR"]], dtype=float)
+    bad = None
+    if "AND_MASK" in cols:
+        bad = np.asarray(data[cols["AND_MASK"]]) != 0
+    primary = source.info(0)
+    fields = {}
+    specobj = source.index_of("SPECOBJ")
+    if specobj is not None and len(source.hdul[specobj].data):
+        table = source.hdul[specobj]
+        fields = {name.upper(): table.data[0][name] for name in table.columns.names}
+
+    def value(*keys):
+        for key in keys:
+            if key in fields:
+                item = fields[key]
+                return item.strip() if isinstance(item, str) else item
+            if key in primary:
+                return primary.get(key)
+        return None
+
+    plate = value("PLATE", "PLATEID")
+    mjd = value("MJD")
+    fiber = value("FIBERID")
+    ra, dec = value("PLUG_RA"), value("PLUG_DEC")
+    if ra is not None and dec is not None:
+        ra, dec = float(ra), float(dec)
+    resolving_power = None
+    if "WDISP" in cols:
+        # wdisp: Gaussian sigma of the LSF in pixels of 1e-4 dex.
+        wdisp = np.asarray(data[cols["WDISP"]], dtype=float)
+        centre = slice(max(0, wdisp.size // 2 - 50), wdisp.size // 2 + 50)
+        sigma = np.median(wdisp[centre][wdisp[centre] > 0]) if np.any(
+            wdisp[centre] > 0) else None
+        if sigma:
+            resolving_power = 1.0 / (np.log(10) * 1e-4 * sigma * 2.3548)
+    if plate is not None and mjd is not None and fiber is not None:
+        obs_id = make_obs_id("sdss", f"{int(plate):04d}", int(mjd), f"{int(fiber):04d}")
+    else:
+        obs_id = make_obs_id("sdss", stem(path))
+    meta = empty_meta(
+        obs_id=obs_id,
+        target_name=(jname(ra, dec, prefix="SDSS J") if ra is not None else None),
+        ra=ra, dec=dec,
+        date_obs=mjd_from(None if mjd is None else float(mjd)),
+        collection="SDSS",
+        object_class=object_class(value("CLASS")),
+        instrument=value("INSTRUMENT") or primary.text("TELESCOP"),
+        resolving_power=resolving_power,
+        redshift=None if value("Z") is None else float(value("Z")),
+    )
+    return [build_spectrum(path, 10.0 ** loglam * u.AA, flux * SDSS_FLUX_UNIT,
+                           medium="vacuum", meta=meta, ivar=ivar, bad=bad)]
+
+
+# --------------------------------------------------------------------------
+# Format: SDSS plate-file spectra as linetools ships them
+# --------------------------------------------------------------------------
+
+def _sniff_sdss_image(source):
+    """Primary 1-D flux, then 1-D ivar and log10 wavelength images (SDSS/BOSS)."""
+    if not isinstance(source, FitsSource) or len(source.hdul) < 3:
+        return False
+    if not (source.info(0).text("TELESCOP") or "").upper().startswith("SDSS"):
+        return False
+    shapes = [np.shape(hdu.data) if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU))
+              else None for hdu in source.hdul[:3]]
+    return shapes[0] is not None and len(shapes[0]) == 1 and len(set(shapes)) == 1
+
+
+def _read_sdss_image(source):
+    info = source.info(0)
+    flux = np.asarray(source.hdul[0].data, dtype=float)
+    ivar = np.asarray(source.hdul[1].data, dtype=float)
+    wave = np.asarray(source.hdul[2].data, dtype=float)
+    if np.nanmax(wave) < 10:
+        wave = 10.0 ** wave  # log10 wavelengths, like COEFF0/COEFF1
+    bad = None
+    if len(source.hdul) > 3 and np.shape(source.hdul[3].data) == flux.shape:
+        # The 4th image is 1 for good pixels: every pixel with zero inverse
+        # variance is 0 there.
+        bad = np.asarray(source.hdul[3].data) == 0
+    unit = parse_unit(info.text("BUNIT")) or u.dimensionless_unscaled
+    meta = header_meta(info, source.path)
+    meta["obs_id"] = make_obs_id("sdss", stem(source.path))
+    meta["instrument"] = "BOSS" if "BOSSVER" in info else "SDSS"
+    return [build_spectrum(source.path, wave * u.AA, flux * unit,
+                           medium=header_medium(info, default="vacuum"),
+                           meta=meta, ivar=ivar, bad=bad)]
+
+
+# --------------------------------------------------------------------------
+# Format: LAMOST low-resolution spectra (DR5+ table, DR1-4 image)
+# --------------------------------------------------------------------------
+
+def _lamost_meta(info, path):
+    meta = header_meta(info, path)
+    obsid = info.get("OBSID")
+    meta.update(
+        obs_id=make_obs_id("lamost", obsid if obsid is not None else stem(path)),
+        target_name=info.text("DESIG", "OBJNAME", "OBJECT"),
+        collection="LAMOST",
+        instrument="LAMOST LRS",
+        resolving_power=LAMOST_RESOLVING_POWER,
+    )
+    return meta
+
+
+def _sniff_lamost_table(source):
+    if not isinstance(source, FitsSource):
+        return False
+    index = source.index_of("COADD")
+    if index is None or not isinstance(source.hdul[index], fits.BinTableHDU):
+        return False
+    cols = _columns_upper(source.hdul[index])
+    return "WAVELENGTH" in cols and "FLUX" in cols
+
+
+def _read_lamost_table(source):
+    table = source.hdul[source.index_of("COADD")]
+    cols = _columns_upper(table)
+    if len(table.data) != 1:
+        raise ReaderError(source.path, f"LAMOST COADD table has {len(table.data)} "
+                          "rows, expected 1")
+    row = table.data[0]
+
+    def array(name):
+        return np.ravel(np.asarray(row[cols[name]])) if name in cols else None
+
+    bad = None
+    for name in ("ANDMASK", "AND_MASK"):
+        if name in cols:
+            bad = array(name) != 0
+    info = source.info(0)
+    # LAMOST spectra are relative-flux calibrated, in vacuum (LAMOST DR5+ docs).
+    return [build_spectrum(source.path, np.asarray(array("WAVELENGTH"), float) * u.AA,
+                           np.asarray(array("FLUX"), float) * u.dimensionless_unscaled,
+                           medium=header_medium(info, default="vacuum"),
+                           meta=_lamost_meta(info, source.path),
+                           ivar=array("IVAR"), bad=bad)]
+
+
+def _sniff_lamost_image(source):
+    if not isinstance(source, FitsSource):
+        return False
+    data = source.hdul[0].data
+    info = source.info(0)
+    return (data is not None and data.ndim == 2 and data.shape[0] == 5
+            and "COEFF0" in info and "COEFF1" in info
+            and ("LAMOST" in (info.text("TELESCOP") or "").upper() or "OBSID" in info))
+
+
+def _read_lamost_image(source):
+    """Rows: flux, inverse variance, wavelength, andmask, ormask (DR1-DR4)."""
+    info = source.info(0)
+    data = np.asarray(source.hdul[0].data, dtype=float)
+    coeff0, coeff1 = info.number("COEFF0"), info.number("COEFF1")
+    if coeff0 is None or coeff1 is None:
+        raise ReaderError(source.path, "COEFF0/COEFF1 are not numbers")
+    wave = 10.0 ** (coeff0 + coeff1 * np.arange(data.shape[1]))
+    stored = data[2]
+    if np.all(stored > 0) and not np.allclose(stored, wave, rtol=1e-5):
+        raise ReaderError(source.path, "the wavelength row disagrees with "
+                          "COEFF0/COEFF1")
+    return [build_spectrum(source.path, wave * u.AA,
+                           data[0] * u.dimensionless_unscaled,
+                           medium=header_medium(info, default="vacuum"),
+                           meta=_lamost_meta(info, source.path),
+                           ivar=data[1], bad=data[3] != 0)]
+
+
+# --------------------------------------------------------------------------
+# Format: the MaNGA spaxel test spectra of sdss-mangadap
+# --------------------------------------------------------------------------
+
+_MANGA_HDUS = {"WAVE", "FLUX", "IVAR", "MASK", "Z"}
+
+
+def _sniff_manga(source):
+    return isinstance(source, FitsSource) and _MANGA_HDUS <= source.extnames()
+
+
+def _read_manga(source):
+    """One spectrum per FLUX row; Z holds the galaxy's systemic redshift.
+
+    The file (``data/tests/compile_test_spectra`` in sdss-mangadap) takes
+    spaxels from DRP LOGCUBEs: vacuum wavelengths, flux in 1e-17
+    erg/s/cm2/A per spaxel, MASK = DRP3PIXMASK (any bit set = do not use),
+    SRES = resolving power per pixel.  Rows flagged on every pixel are left
+    out, so ``index`` may skip a number.
+    """
+    path = source.path
+
+    def image(name):
+        return np.atleast_2d(np.asarray(source.hdul[source.index_of(name)].data,
+                                        dtype=float))
+
+    wave = np.ravel(source.hdul[source.index_of("WAVE")].data).astype(float)
+    flux, ivar, mask = image("FLUX"), image("IVAR"), image("MASK")
+    z = np.ravel(source.hdul[source.index_of("Z")].data).astype(float)
+    sres = image("SRES") if "SRES" in source.extnames() else None
+    if not (flux.shape == ivar.shape == mask.shape and flux.shape[1] == wave.size
+            and z.size == flux.shape[0]):
+        raise ReaderError(path, f"MaNGA arrays do not match: FLUX {flux.shape}, "
+                          f"IVAR {ivar.shape}, MASK {mask.shape}, WAVE {wave.size}, "
+                          f"Z {z.size}")
+    centre = int(np.argmin(np.abs(wave - 0.5 * (wave[0] + wave[-1]))))
+    name = re.sub(r"^manga_", "", stem(path), flags=re.IGNORECASE)
+    # A spaxel the DRP flags on every pixel (MaNGA_test_spectra.fits.gz
+    # row 5: LOWCOV/NOCOV + DONOTUSE throughout) holds no usable spectrum;
+    # it is left out and the others keep their row number as index.
+    rows = [i for i in range(flux.shape[0]) if not np.all(mask[i] != 0)]
+    if not rows:
+        raise ReaderError(path, "every MaNGA spaxel is flagged DONOTUSE")
+    spectra = []
+    for i in rows:
+        meta = empty_meta(
+            obs_id=make_obs_id("manga", name, i),
+            collection="MaNGA",
+            object_class="galaxy",
+            instrument="BOSS",
+            redshift=float(z[i]),
+            resolving_power=None if sres is None else float(sres[i, centre]),
+        )
+        spectra.append(build_spectrum(path, wave * u.AA, flux[i] * SDSS_FLUX_UNIT,
+                                      medium="vacuum", meta=meta, index=i,
+                                      ivar=ivar[i], bad=mask[i] != 0))
+    return spectra
+
+
+# --------------------------------------------------------------------------
+# Format: IVOA Spectral Data Model VOTables (DaCHS SDM output)
+# --------------------------------------------------------------------------
+
+_SDM_PARAMS = {
+    "target.name": "target_name",
+    "target.class": "object_class",
+    "target.redshift": "redshift",
+    "char.spatialaxis.coverage.location.value": "position",
+    "char.timeaxis.coverage.location.value": "date_obs",
+    "char.spectralaxis.respower": "resolving_power",
+    "dataid.instrument": "instrument",
+    "dataid.collection": "collection",
+}
+
+
+def _sdm_key(utype):
+    text = (utype or "").strip().lower()
+    text = text.split(":", 1)[1] if ":" in text else text
+    return text[len("spectrum."):] if text.startswith("spectrum.") else text
+
+
+def _sdm_meta(params, path, index, count):
+    meta = empty_meta(obs_id=make_obs_id(stem(path), index if count > 1 else None))
+    for param in params:
+        key = _SDM_PARAMS.get(_sdm_key(param.utype))
+        if key is None:
+            continue
+        value = param.value
+        if key == "position":
+            values = np.ravel(np.asarray(value, dtype=float))
+            if values.size == 2 and np.all(np.isfinite(values)):
+                meta["ra"], meta["dec"] = float(values[0]), float(values[1])
+        elif key in ("redshift", "resolving_power", "date_obs"):
+            number = float(value) if np.size(value) == 1 else None
+            meta[key] = number if number is not None and np.isfinite(number) else None
+        elif key == "object_class":
+            meta[key] = object_class(value)
+        else:
+            meta[key] = str(value).strip() or None
+    return meta
+
+
+def _votable_tables(source):
+    """(table, roles, params) of VOTable tables with wavelength and flux.
+
+    Roles map to field positions, because astropy names the columns of
+    ``table.array`` by field ID when there is one and by name otherwise.
+    """
+    found = []
+    for resource in source.votable.resources:
+        for table in resource.tables:
+            columns = [(str(i), f.utype, f.ucd) for i, f in enumerate(table.fields)]
+            named = assign_roles(columns)
+            # Names are the last resort: re-run with them for fields that
+            # have neither a usable utype nor UCD.
+            by_name = assign_roles([(f.name or f.ID or "", None, None)
+                                    for f in table.fields])
+            positions = {f.name or f.ID or "": i for i, f in enumerate(table.fields)}
+            roles = {role: int(index) for role, index in named.items()}
+            for role, name in by_name.items():
+                roles.setdefault(role, positions[name])
+            if "loglam" in roles and "wave" not in roles:
+                continue  # log wavelengths in a VOTable: not a layout we know
+            if "wave" in roles and "flux" in roles:
+                params = (list(source.votable.params) + list(resource.params)
+                          + list(table.params))
+                found.append((table, roles, params))
+    return found
+
+
+def _sniff_votable(source):
+    return isinstance(source, VOTableSource) and bool(_votable_tables(source))
+
+
+def _field_unit(field_, default):
+    unit = parse_unit(field_.unit) if field_.unit is not None else None
+    return unit if unit is not None else default
+
+
+def _read_votable(source):
+    found = _votable_tables(source)
+    spectra = []
+    for position, (table, roles, params) in enumerate(found):
+        names = table.array.dtype.names
+
+        def column(role, table=table, roles=roles, names=names):
+            if role not in roles:
+                return None
+            values = table.array[names[roles[role]]]
+            return np.ma.filled(np.ma.asarray(values, dtype=float), np.nan)
+
+        wave_field = table.fields[roles["wave"]]
+        wave_unit = _field_unit(wave_field, u.AA)
+        if wave_unit.physical_type != "length":
+            wave_unit = u.AA
+        flux_unit = _field_unit(table.fields[roles["flux"]], u.dimensionless_unscaled)
+        error = column("error")
+        if error is not None:
+            error_unit = _field_unit(table.fields[roles["error"]], None)
+            if error_unit is not None:
+                error = error * error_unit
+        # SDM: a spectral axis UCD em.wl;obs.atmos marks air; em.wl is vacuum.
+        medium = "air" if "obs.atmos" in (wave_field.ucd or "").lower() else "vacuum"
+        quality = column("quality")
+        spectra.append(build_spectrum(
+            source.path, column("wave") * wave_unit, column("flux") * flux_unit,
+            medium=medium, index=position,
+            meta=_sdm_meta(params, source.path, position, len(found)),
+            ivar=column("ivar"), error=error,
+            bad=None if quality is None else quality != 0))
+    return spectra
+
+
+# --------------------------------------------------------------------------
+# The registry
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Format:
+    """One file layout: how to recognise it and how to read it.
+
+    Attributes
+    ----------
+    name : str
+    sniff : callable
+        ``sniff(source) -> bool`` from the file's content only.
+    read : callable
+        ``read(source) -> list[Spectrum]``; raises ReaderError.
+    """
+
+    name: str
+    sniff: Callable
+    read: Callable
+
+
+#: Layouts in the order they are tried: specific ones before generic ones.
+FORMATS = [
+    Format("manga-test-spectra", _sniff_manga, _read_manga),
+    Format("sdss-spec-lite", _sniff_spec_lite, _read_spec_lite),
+    Format("lamost-coadd-table", _sniff_lamost_table, _read_lamost_table),
+    Format("lamost-image", _sniff_lamost_image, _read_lamost_image),
+    Format("sdss-image", _sniff_sdss_image, _read_sdss_image),
+    Format("sdm-votable", _sniff_votable, _read_votable),
+    Format("binary-table", _sniff_table, _read_table),
+    Format("error-companion", _sniff_error_file, _read_error_file),
+    Format("flux-error-pair", _sniff_split_flux, _read_split_flux),
+    Format("image-1d", _sniff_image_1d, _read_image_1d),
+]
+
+
+def _describe(source):
+    if isinstance(source, FitsSource):
+        parts = []
+        for hdu in source.hdul:
+            shape = ("x".join(str(n) for n in np.shape(hdu.data))
+                     if hdu.data is not None else "empty")
+            parts.append(f"{type(hdu).__name__} {hdu.name or '-'} {shape}")
+        return "FITS: " + "; ".join(parts)
+    return "VOTable without wavelength and flux fields"
+
+
+def read_spectra(path):
+    """Read every spectrum in a file, whatever its layout.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A FITS file (plain or gzip-compressed) or a VOTable.
+
+    Returns
+    -------
+    list of Spectrum
+        Validated, in file order, ``index`` counting from 0.
+
+    Raises
+    ------
+    ReaderError
+        The file is missing, not FITS or VOTable, damaged, in no known
+        layout, lacks what the layout needs, or fails validation.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ReaderError(path, "no such file")
+    if path.is_dir():
+        raise ReaderError(path, "is a directory, not a spectrum file")
+    try:
+        kind = _container(path)
+    except OSError as exc:
+        raise ReaderError(path, f"cannot read file: {exc}") from exc
+    opener = open_fits if kind == "fits" else open_votable
+    with opener(path) as source:
+        for fmt in FORMATS:
+            try:
+                if not fmt.sniff(source):
+                    continue
+                return fmt.read(source)
+            except ReaderError:
+                raise
+            except _DATA_ERRORS as exc:
+                reason = f"{fmt.name}: {type(exc).__name__}: {exc}"
+                raise ReaderError(path, reason) from exc
+        raise ReaderError(path, f"no known spectrum layout ({_describe(source)})")
