@@ -15,6 +15,7 @@ of the batch lands.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Callable, Iterator
 
 import numpy as np
@@ -47,7 +48,10 @@ def flux_unit_string(flux: u.Quantity) -> str:
     """The VOUnit string of a flux, empty for relative (dimensionless) fluxes."""
     if flux.unit == u.dimensionless_unscaled:
         return ""
-    return flux.unit.to_string("vounit")
+    # erg and Angstrom are valid VOUnits that astropy calls deprecated
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", u.UnitsWarning)
+        return flux.unit.to_string("vounit")
 
 
 def raw_row(spectrum: Spectrum, source_file: str) -> dict:

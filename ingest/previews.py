@@ -49,7 +49,7 @@ def make_previews(data_dir: Path, preview_dir: Path) -> tuple[int, int]:
     preview_dir.mkdir(parents=True, exist_ok=True)
     made = failed = 0
     sources = sorted(p for p in data_dir.glob("*/*"))
-    for source in tqdm(sources, desc="previews", unit="file"):
+    for source in tqdm(sources, desc="previews", unit="file", mininterval=2.0):
         try:
             spectra = read_source(str(source))
         except ReaderError:

@@ -31,7 +31,9 @@
       namePath="//ssap#instance">
     <meta name="description">Per-spectrum metadata as ingested; TAP users
       see it through the spectra view.</meta>
-    <LOOP listItems="ssa_dateObs ssa_dstitle ssa_targname ssa_length
+    <!-- plain MJD: votlint warns on DaCHS's non-DALI xtype "mjd" -->
+    <column original="ssa_dateObs" xtype=""/>
+    <LOOP listItems="ssa_dstitle ssa_targname ssa_length
       ssa_specres ssa_specstart ssa_specend ssa_pubDID ssa_targclass
       ssa_redshift ssa_snr">
       <events>
@@ -133,7 +135,9 @@
       <rowfilter procDef="//products#define">
         <bind key="table">"\schema.raw_data"</bind>
         <bind key="accref">@accref</bind>
-        <bind key="path">\fullDLURL{sdl}</bind>
+        <!-- the product is the SDM spectrum made on the fly by datalink -->
+        <bind key="path">makeAbsoluteURL("\rdId/sdl/dlget?ID="
+          + urllib.parse.quote(getStandardPubDID(@accref)))</bind>
         <bind key="fsize">@sdm_size</bind>
         <bind key="datalink">"\rdId#sdl"</bind>
         <bind key="mime">"application/x-votable+xml"</bind>
@@ -219,6 +223,13 @@
     <make table="instance">
       <parmaker>
         <apply procDef="//ssap#feedSSAToSDM"/>
+        <apply name="flux_unit_of_this_spectrum">
+          <code>
+            from vo_services import sdm
+            sdm.set_flux_unit(targetTable,
+              vars["parser_"].sourceToken["ssa_fluxunit"] or "")
+          </code>
+        </apply>
       </parmaker>
     </make>
   </data>
@@ -269,10 +280,10 @@
 
   <regSuite title="retrspect regression">
     <regTest title="SSAP finds a MILES star by target name">
-      <url REQUEST="queryData" TARGETNAME="HD 4307"
+      <url REQUEST="queryData" TARGETNAME="HD004307"
         >ssa/ssap.xml</url>
       <code>
-        self.assertHasStrings("MILES", "HD 4307", "G0V")
+        self.assertHasStrings("MILES", "HD004307", "G0V")
       </code>
     </regTest>
     <regTest title="SSAP MAXREC=1 gives one spectrum and an overflow">
@@ -282,14 +293,14 @@
       </code>
     </regTest>
     <regTest title="Datalink metadata offers the SDM spectrum and a cutout">
-      <url ID="ivo://retrspect.example/~?retrspect/miles_m0001"
+      <url ID="ivo://retrspect.example/~?retrspect/miles_m0028"
         >sdl/dlmeta</url>
       <code>
         self.assertHasStrings("#this", "BAND", "application/x-votable+xml")
       </code>
     </regTest>
     <regTest title="Datalink delivers an SDM VOTable">
-      <url ID="ivo://retrspect.example/~?retrspect/miles_m0001"
+      <url ID="ivo://retrspect.example/~?retrspect/miles_m0028"
         >sdl/dlget</url>
       <code>
         self.assertHasStrings("spec:Spectrum.Data.FluxAxis.Value",

@@ -161,7 +161,8 @@ def test_getdata_sdm_flux_equals_fits_file(ssa, base_url):
     record = ssa.search(TARGETNAME="HD004307")[0]
     votable = parse_single_table(io.BytesIO(_get(record.getdataurl())))
     served = votable.to_table()
-    assert votable.get_field_by_id_or_name("spectral").unit == u.AA
+    # VOUnit's (deprecated but valid) spelling, which astropy leaves unparsed
+    assert str(votable.get_field_by_id_or_name("spectral").unit) == "Angstrom"
     original = fits.getdata(_miles_file("0028")).astype(float).ravel()
     assert len(served) == len(original)
     np.testing.assert_allclose(np.asarray(served["flux"], float), original,
@@ -221,4 +222,5 @@ def test_dachs_regression_suite():
     result = server.dachs("test", server.RD_ID, check=False, capture=True)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert re.search(r"(\d+) of \1 bad avoided", output), output
+    tests_run = re.search(r"^0 of (\d+) bad", output, re.M)
+    assert tests_run and int(tests_run.group(1)) >= 4, output

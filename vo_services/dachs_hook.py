@@ -19,6 +19,8 @@ import sys
 #: DaCHS module -> "package.module:function" run once that module is loaded
 EXTENSIONS = {
     "gavo.adql.ufunctions": "vo_services.extensions:register_adql_functions",
+    "gavo.votable.enc_tabledata":
+        "vo_services.extensions:write_null_float_arrays_as_nan",
 }
 
 #: names of the extensions that ran in this process (for tests and logs)

@@ -92,11 +92,35 @@ def is_running() -> bool:
     return _http_ok(f"{base_url()}/tap/availability")
 
 
+FINGERPRINT_FILE = GAVO_ROOT / "state" / "retrspect-code.sha256"
+
+
+def code_fingerprint() -> str:
+    """Hash of the installed code DaCHS loads (ingest, vo_services)."""
+    import hashlib
+    import ingest
+    import vo_services
+    digest = hashlib.sha256()
+    for package in (ingest, vo_services):
+        for path in sorted(Path(package.__file__).parent.glob("*.py")):
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def start(timeout: float = 60.0) -> str:
-    """Start the DaCHS server (daemon) if it is not up; wait until it serves."""
+    """Start the DaCHS server (daemon) if it is not up; wait until it serves.
+
+    A running server whose code is older than the installed code is
+    restarted, so a deploy never leaves stale code serving.
+    """
+    fingerprint = code_fingerprint()
     if is_running():
-        return f"already serving on {base_url()}"
+        if (FINGERPRINT_FILE.exists()
+                and FINGERPRINT_FILE.read_text() == fingerprint):
+            return f"already serving on {base_url()}"
+        stop()
     dachs("serve", "start")
+    FINGERPRINT_FILE.write_text(fingerprint)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if is_running():
