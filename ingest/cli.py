@@ -49,6 +49,12 @@ def _serve(args) -> int:
     return 0
 
 
+def _models(args) -> int:
+    """Train, export or analyse the models (torch is imported only here)."""
+    from models import cli as models_cli
+    return getattr(models_cli, args.command)(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retrspect",
@@ -66,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="start, stop or ask the DaCHS server")
     p.add_argument("action", choices=["start", "stop", "status"])
     p.set_defaults(func=_serve)
+
+    for name, text in (("train", "train the models on the bundled spectra"),
+                       ("export", "export trained models to ONNX"),
+                       ("analyse", "latent-space analysis and plots")):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER,
+                       help="arguments for the models command")
+        p.set_defaults(func=_models)
     return parser
 
 

@@ -57,6 +57,8 @@ def flux_unit_string(flux: u.Quantity) -> str:
 def raw_row(spectrum: Spectrum, source_file: str) -> dict:
     """The ``raw_data`` row for one spectrum read from ``source_file``.
 
+    The collection is the library's (for bundled spectra) or else the name
+    of the folder the file was staged in (``data/<collection>/``).
     Wavelength bounds are in metres (SSAP convention) and in vacuum, the
     medium the archive serves; the SNR is estimated from the data.
     """
@@ -68,7 +70,8 @@ def raw_row(spectrum: Spectrum, source_file: str) -> dict:
     resolving_power = meta.get("resolving_power")
     fluxunit = flux_unit_string(spectrum.flux)
     target = meta.get("target_name") or obs_id
-    collection = meta.get("collection") or "unknown"
+    collection = (meta.get("collection")
+                  or os.path.basename(os.path.dirname(source_file)))
     return {
         "obs_id": obs_id,
         "accref": ACCREF_PREFIX + obs_id,
