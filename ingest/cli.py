@@ -35,7 +35,9 @@ def _import(args) -> int:
     """Import new source files into the spectra table (incremental)."""
     from vo_services import server
     server.dachs("imp", "-c", server.RD_ID)
-    server.dachs("imp", server.RD_ID, "make_view")
+    # the import re-makes the view when it adds rows; make it if it is missing
+    if not server.table_exists("retrspect.spectra"):
+        server.dachs("imp", server.RD_ID, "make_view")
     server.dachs("pub", server.RD_ID)
     server.reload()
     return 0

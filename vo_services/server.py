@@ -63,6 +63,14 @@ def dachs(*args: str, check: bool = True, capture: bool = False
     return result
 
 
+def table_exists(qualified_name: str) -> bool:
+    """Whether a table or view exists in DaCHS's database."""
+    from gavo import base
+    with base.getTableConn() as conn:
+        return bool(list(conn.query("SELECT to_regclass(%(name)s)",
+                                    {"name": qualified_name}))[0][0])
+
+
 def link_resdir(resdir: Path) -> Path:
     """Make ``inputs/retrspect`` point at ``resdir`` (idempotent)."""
     resdir = resdir.resolve()
