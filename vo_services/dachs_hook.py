@@ -19,6 +19,8 @@ import sys
 #: DaCHS module -> "package.module:function" run once that module is loaded
 EXTENSIONS = {
     "gavo.adql.ufunctions": "vo_services.extensions:register_adql_functions",
+    "gavo.base.typesystems": "vo_services.extensions:teach_vector_type",
+    "gavo.base.sqlsupport": "vo_services.extensions:read_vectors_as_arrays",
     "gavo.votable.enc_tabledata":
         "vo_services.extensions:write_null_float_arrays_as_nan",
 }

@@ -39,3 +39,65 @@ def write_null_float_arrays_as_nan() -> None:
                     enc_tabledata._getArrayEncoderLinesNotNULL(field), " "))
 
     enc_tabledata._getArrayEncoderLines = array_encoder_lines
+
+
+def teach_vector_type() -> None:
+    """Let DaCHS columns have pgvector's ``vector(n)`` type.
+
+    DaCHS derives every other type system (VOTable, numpy, Python, XSD)
+    from a column's SQL type; its converters hand a ``name(n)`` type to
+    ``mapComplex(name, n)``.  For those, a ``vector(n)`` is what it holds,
+    ``real[n]`` (a float array in VOTable and TAP_SCHEMA); only the check of
+    the database's own type code must know it is a ``vector``.
+    """
+    from gavo.base import typesystems
+    from gavo.utils import typeconversions
+
+    def with_vector(cls, original):
+        def map_complex(self, type_name, length):
+            if type_name == "vector":
+                if isinstance(self, typesystems.ToPgTypeValidatorConverter):
+                    return cls.makeChecker("vector")
+                type_name = "real"
+            return original(self, type_name, length)
+        map_complex.knows_vector = True
+        return map_complex
+
+    classes = [typeconversions.FromSQLConverter]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        original = cls.__dict__.get("mapComplex")
+        if original is not None and not getattr(original, "knows_vector",
+                                                False):
+            cls.mapComplex = with_vector(cls, original)
+
+
+def read_vectors_as_arrays() -> None:
+    """Make psycopg2 return pgvector values as numpy float32 arrays.
+
+    Without a typecaster psycopg2 hands vectors over as text ('[1,2,3]'),
+    which DaCHS cannot serialise as a float array.  The caster is
+    registered when DaCHS first sets up its database connections.  Values
+    are written as plain Python lists, which PostgreSQL casts to vector on
+    assignment, so no (global) adapter is needed.
+    """
+    from gavo.base import sqlsupport
+
+    def register(conn) -> None:
+        import psycopg2.extensions
+        from pgvector import Vector
+
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT to_regtype('vector')::oid")
+            (oid,) = cursor.fetchone()
+        if oid is None:
+            return  # no pgvector in this database: nothing to read
+
+        def cast(value, cursor):
+            return None if value is None else Vector.from_text(value).to_numpy()
+
+        psycopg2.extensions.register_type(
+            psycopg2.extensions.new_type((oid,), "VECTOR", cast))
+
+    sqlsupport.onDBInit(register)
