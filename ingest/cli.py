@@ -31,10 +31,26 @@ def _deploy(args) -> int:
     return 0
 
 
+def _ingest_environment(args) -> None:
+    """Hand the ingest options to the DaCHS import (it takes no arguments)."""
+    import os
+    settings = {"RETRSPECT_WORKERS": getattr(args, "workers", None),
+                "RETRSPECT_DASK": getattr(args, "dask", None),
+                "RETRSPECT_MODEL_DIR": getattr(args, "model_dir", None),
+                "RETRSPECT_NO_MODELS": "1" if getattr(args, "no_models", False)
+                else None}
+    for key, value in settings.items():
+        if value is not None:
+            os.environ[key] = str(value)
+
+
 def _import(args) -> int:
-    """Import new source files into the spectra table (incremental)."""
+    """Import new source files (incremental), then re-embed what the current
+    model versions must (atomically)."""
     from vo_services import server
+    _ingest_environment(args)
     server.dachs("imp", "-c", server.RD_ID)
+    server.dachs("imp", server.RD_ID, "reembed")
     # the import re-makes the view when it adds rows; make it if it is missing
     if not server.table_exists("retrspect.spectra"):
         server.dachs("imp", server.RD_ID, "make_view")
@@ -69,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_deploy)
 
     p = sub.add_parser("import", help=_import.__doc__)
+    p.add_argument("--workers", type=int,
+                   help="worker processes (default: one per core)")
+    p.add_argument("--dask", metavar="SCHEDULER",
+                   help="run reading, preprocessing and inference on a Dask "
+                        "cluster: a scheduler address, or 'local' for a "
+                        "LocalCluster")
+    p.add_argument("--model-dir", help="directory of the ONNX models "
+                                       "(default: the shipped models)")
+    p.add_argument("--no-models", action="store_true",
+                   help="ingest metadata only, no ML results")
     p.set_defaults(func=_import)
 
     p = sub.add_parser("serve", help="start, stop or ask the DaCHS server")

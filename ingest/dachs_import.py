@@ -126,7 +126,7 @@ def iter_raw_rows(source_path: str,
     """Rows of ``raw_data`` for every spectrum in one source file.
 
     A file the readers refuse is reported (file and reason) and yields
-    nothing; the import goes on with the next file.
+    nothing.
     """
     inputs_dir = inputs_dir or _inputs_dir()
     report = report or _report_skip
@@ -138,6 +138,129 @@ def iter_raw_rows(source_path: str,
         return
     for spectrum in spectra:
         yield raw_row(spectrum, source_file)
+
+
+# --------------------------------------------- the RD's import grammars ----
+
+def _table_info(rd) -> dict:
+    """What the ingest needs to know of the RD's ML table."""
+    table = rd.getById("ml_results")
+    latent = table.getColumnByName("latent")
+    dim = int(latent.type.split("(")[1].rstrip(")"))
+    return {"latent_dim": dim,
+            "latent_metric": table.getProperty("latentMetric"),
+            "raw": rd.getById("raw_data").getQName(),
+            "ml": table.getQName()}
+
+
+def _query(sql: str, params: dict | None = None) -> list[tuple]:
+    from gavo import base
+    with base.getTableConn() as conn:
+        return list(conn.query(sql, params or {}))
+
+
+def _finish(summary) -> None:
+    """Report skipped files to DaCHS's UI and the summary to stderr."""
+    import sys
+    for source_file, reason in summary.skipped:
+        _report_skip(f"Skipped {source_file}: {reason}")
+    print(summary.report(), file=sys.stderr)
+
+
+def iter_import_rows(rd) -> Iterator[dict]:
+    """Rows (spectra metadata and ML results) for every new source file.
+
+    New means under ``<resdir>/data/<collection>/`` and not yet in the
+    table, so a second run reads nothing it has read before.
+    """
+    from pathlib import Path
+    from ingest import pipeline
+    from vo_services.server import table_exists
+
+    info = _table_info(rd)
+    inputs_dir = _inputs_dir()
+
+    def known() -> set[str]:
+        if not table_exists(info["raw"]):
+            return set()
+        return {r[0] for r in _query(
+            f"SELECT DISTINCT source_file FROM {info['raw']}")}
+
+    paths = pipeline.new_source_files(Path(rd.resdir) / "data", known,
+                                      inputs_dir)
+    options = pipeline.IngestOptions.from_environment(
+        latent_dim=info["latent_dim"], latent_metric=info["latent_metric"])
+    summary = pipeline.IngestSummary()
+    yield from pipeline.run(paths, inputs_dir, options, summary)
+    _finish(summary)
+
+
+def stale_condition(model_ids: dict[str, str], ml: str = "ml") -> str:
+    """SQL that is true for ML rows not made by exactly these models."""
+    column = {"vae": "latent_model", "classifier": "class_model",
+              "velocity": "velocity_model"}
+    parts = [f"{ml}.{column[kind]} IS DISTINCT FROM {_sql_literal(model_id)}"
+             for kind, model_id in sorted(model_ids.items())]
+    return " OR ".join(parts) or "FALSE"
+
+
+def _sql_literal(text: str) -> str:
+    """Quote a model id (made of [A-Za-z0-9._-] by construction) for SQL."""
+    import re
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", text):
+        raise ValueError(f"unexpected model id {text!r}")
+    return f"'{text}'"
+
+
+def current_model_ids(rd) -> dict[str, str]:
+    """kind -> model id of the models ingest would run now."""
+    from ingest.infer import ModelSet
+    from ingest.pipeline import IngestOptions
+    options = IngestOptions.from_environment()
+    if not options.use_models:
+        return {}
+    info = _table_info(rd)
+    models = ModelSet.load(options.model_dir, latent_dim=info["latent_dim"],
+                           latent_metric=info["latent_metric"])
+    return {kind: model.model_id for kind, model in models.models.items()}
+
+
+def delete_stale_results(table, rd) -> None:
+    """In the re-embedding transaction: drop results of other model versions."""
+    info = _table_info(rd)
+    table.connection.execute(
+        f"DELETE FROM {info['ml']} AS ml WHERE "
+        f"{stale_condition(current_model_ids(rd))}")
+
+
+def iter_reembed_rows(rd) -> Iterator[dict]:
+    """ML rows for every spectrum whose results are missing or were made by
+    other model versions.
+
+    The stale rows are deleted in the same transaction (see the RD's
+    ``reembed`` data), so TAP users see the old or the new results, never
+    a mixture.
+    """
+    from ingest import pipeline
+
+    info = _table_info(rd)
+    model_ids = current_model_ids(rd)
+    if not model_ids:
+        return
+    stale = _query(
+        f"SELECT r.obs_id, r.source_file FROM {info['raw']} AS r "
+        f"LEFT JOIN {info['ml']} AS ml ON ml.pubdid = r.ssa_pubdid "
+        f"WHERE ml.pubdid IS NULL OR {stale_condition(model_ids)}")
+    wanted = {obs_id for obs_id, _ in stale}
+    inputs_dir = _inputs_dir()
+    paths = sorted({os.path.join(inputs_dir, f) for _, f in stale})
+    options = pipeline.IngestOptions.from_environment(
+        latent_dim=info["latent_dim"], latent_metric=info["latent_metric"])
+    summary = pipeline.IngestSummary()
+    for row in pipeline.run(paths, inputs_dir, options, summary):
+        if row["obs_id"] in wanted:
+            yield row
+    _finish(summary)
 
 
 def sdm_arrays(spectrum: Spectrum) -> dict[str, np.ndarray]:

@@ -117,19 +117,103 @@
     <index columns="ssa_collection"/>
   </table>
 
+  <table id="ml_results" onDisk="True" adql="True" primary="pubdid">
+    <meta name="description">Learned latent vectors and machine-learning
+      results for every spectrum, computed at ingest by the ONNX models
+      shipped with retrspect (a variational autoencoder, a classifier and a
+      velocity/redshift estimator).  Every row names the models that made
+      it.  Join to retrspect.spectra on pubdid = ssa_pubdid.  Find similar
+      spectra by ordering on the distance between latent vectors.</meta>
+    <!-- the distance the VAE's latent space is trained for; ingest refuses
+      a model trained for another one, and the HNSW index is built for it -->
+    <property name="latentMetric">cosine</property>
+
+    <column name="pubdid" type="text" required="True"
+      ucd="meta.ref.ivoid" tablehead="Pub. DID" verbLevel="1"
+      description="Publisher DID of the spectrum (ssa_pubdid in
+        retrspect.spectra)."/>
+    <column name="obs_id" type="text" required="True"
+      ucd="meta.id" tablehead="Obs. id" verbLevel="1"
+      description="Short identifier of the spectrum (as in
+        retrspect.spectra)."/>
+    <column name="latent" type="vector(32)"
+      ucd="src.class.struct" tablehead="Latent" verbLevel="15"
+      description="Mean of the spectrum's encoding in the VAE's latent
+        space; use the gavo_ distance functions on it for similarity
+        search."/>
+    <column name="latent_sigma" type="real[32]"
+      ucd="stat.stdev" tablehead="Latent sigma" verbLevel="25"
+      description="Standard deviation of the latent encoding, per
+        dimension (from the VAE's log-variance)."/>
+    <column name="anomaly" type="real"
+      ucd="stat.fit.chi2" tablehead="Anomaly" verbLevel="10"
+      description="Noise-weighted mean squared residual of the VAE's
+        reconstruction: large values flag spectra unlike the training
+        data."/>
+    <column name="latent_model" type="text"
+      ucd="meta.code" tablehead="VAE" verbLevel="20"
+      description="Model that made the latent vector and anomaly score
+        (name-version-content hash)."/>
+    <column name="ml_class" type="text"
+      ucd="src.class" tablehead="Class" verbLevel="5"
+      description="Most probable class: an MK class O..M,
+        emission_line_star, galaxy or qso."/>
+    <column name="class_probability" type="real"
+      ucd="stat.probability" tablehead="P(class)" verbLevel="10"
+      description="Calibrated probability of ml_class."/>
+    <column name="class_uncertainty" type="real"
+      ucd="stat.error" tablehead="Class unc." verbLevel="15"
+      description="Predictive uncertainty of the classification (entropy
+        of the class probabilities, nats)."/>
+    <LOOP listItems="o b a f g k m emission_line_star galaxy qso">
+      <events>
+        <column name="p_\item" type="real"
+          ucd="stat.probability" tablehead="P(\item)" verbLevel="25"
+          description="Calibrated probability of class \item."/>
+      </events>
+    </LOOP>
+    <column name="class_model" type="text"
+      ucd="meta.code" tablehead="Classifier" verbLevel="20"
+      description="Model that made the classification."/>
+    <column name="redshift" type="double precision"
+      ucd="src.redshift" tablehead="z" verbLevel="10"
+      description="Redshift estimated from the spectrum (observed frame,
+        vacuum rest wavelengths)."/>
+    <column name="redshift_err" type="double precision"
+      ucd="stat.error;src.redshift" tablehead="err(z)" verbLevel="15"
+      description="Uncertainty of redshift."/>
+    <column name="velocity" type="real" unit="km/s"
+      ucd="spect.dopplerVeloc.opt" tablehead="RV" verbLevel="10"
+      description="Radial velocity c*z (meaningful for stars)."/>
+    <column name="velocity_err" type="real" unit="km/s"
+      ucd="stat.error;spect.dopplerVeloc.opt" tablehead="err(RV)"
+      verbLevel="15" description="Uncertainty of velocity."/>
+    <column name="velocity_model" type="text"
+      ucd="meta.code" tablehead="Velocity model" verbLevel="20"
+      description="Model that made redshift and velocity."/>
+    <column name="snr" type="real"
+      ucd="stat.snr" tablehead="SNR" verbLevel="15"
+      description="Median signal-to-noise ratio per pixel of the
+        spectrum."/>
+
+    <index columns="obs_id"/>
+    <index columns="ml_class"/>
+    <index columns="latent" name="ml_results_latent_hnsw" method="hnsw"
+      >latent vector_cosine_ops</index>
+  </table>
+
   <data id="import" updating="True">
     <recreateAfter>make_view</recreateAfter>
-    <sources pattern="data/*/*" recurse="False">
-      <!-- incremental: files already in the table are not read again -->
-      <ignoreSources fromdb="select distinct source_file
-        from retrspect.raw_data"/>
-    </sources>
+    <!-- one source token: the grammar finds the files under data/ that are
+      not in the table yet and runs them through the batch pipeline
+      (ingest.pipeline: parallel reading, preprocessing and inference) -->
+    <sources><item>new files under data/</item></sources>
 
     <embeddedGrammar>
       <iterator>
         <code>
           from ingest import dachs_import
-          yield from dachs_import.iter_raw_rows(self.sourceToken)
+          yield from dachs_import.iter_import_rows(self.grammar.rd)
         </code>
       </iterator>
       <rowfilter procDef="//products#define">
@@ -155,6 +239,40 @@
         </apply>
         <map key="ssa_pubDID">getStandardPubDID(@accref)</map>
         <map key="datalink">\dlMetaURI{sdl}</map>
+      </rowmaker>
+    </make>
+
+    <make table="ml_results">
+      <rowmaker idmaps="*">
+        <ignoreOn><keyMissing key="latent_model"/></ignoreOn>
+        <map key="pubdid">getStandardPubDID(@accref)</map>
+        <map key="snr">@ssa_snr</map>
+      </rowmaker>
+    </make>
+  </data>
+
+  <data id="reembed" auto="False" updating="True">
+    <!-- run by `retrspect import` after the import: recomputes the ML
+      results made by other model versions (or missing) and swaps them in
+      one transaction -->
+    <sources><item>spectra with stale ML results</item></sources>
+    <embeddedGrammar>
+      <iterator>
+        <code>
+          from ingest import dachs_import
+          yield from dachs_import.iter_reembed_rows(self.grammar.rd)
+        </code>
+      </iterator>
+    </embeddedGrammar>
+    <make table="ml_results">
+      <script type="newSource" lang="python" name="delete stale results">
+        from ingest import dachs_import
+        dachs_import.delete_stale_results(table, table.tableDef.rd)
+      </script>
+      <rowmaker idmaps="*">
+        <ignoreOn><keyMissing key="latent_model"/></ignoreOn>
+        <map key="pubdid">getStandardPubDID(@accref)</map>
+        <map key="snr">@ssa_snr</map>
       </rowmaker>
     </make>
   </data>

@@ -41,7 +41,8 @@ for name in dachs gavo; do
 #!$VENV/bin/python
 import sys
 from gavo.user.cli import main
-sys.exit(main())
+if __name__ == "__main__":  # spawned worker processes import this file
+    sys.exit(main())
 PY
   chmod 755 "$VENV/bin/$name"
 done

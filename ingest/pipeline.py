@@ -1,0 +1,329 @@
+"""The ingest engine: read, preprocess and infer in batches, in parallel.
+
+Work is cut into chunks of source files.  A worker (a local process, or a
+Dask worker for archives beyond one machine) reads a chunk, preprocesses
+every spectrum once per model grid, runs every model on the chunk as one
+batch and returns finished rows; the importing process only hands rows to
+DaCHS, which writes them.  At most a few chunks are in flight, so memory
+stays flat in the number of spectra.
+
+Nothing here imports DaCHS or torch: workers need neither.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from ingest import dachs_import
+from ingest.infer import default_threads
+from ingest.spectrum import ReaderError
+
+#: speed of light, km/s (velocities are c*z, the non-relativistic convention
+#: used for stellar radial velocities)
+C_KMS = 299792.458
+#: stages timed per chunk
+STAGES = ("read", "preprocess", "infer", "rows")
+
+
+@dataclass
+class IngestOptions:
+    """How to run an ingest; every field has an environment default so the
+    DaCHS grammar (which gets no arguments) can be steered by the CLI."""
+
+    model_dir: Path | None = None
+    use_models: bool = True
+    workers: int = 0               # 0: one per core
+    chunk_files: int = 64
+    batch_size: int = 256
+    dask: str | None = None        # scheduler address, or "local"
+    latent_dim: int | None = None  # the table's vector(n); checked at load
+    latent_metric: str | None = None  # what the table's HNSW index is for
+    progress: bool = True
+
+    @classmethod
+    def from_environment(cls, **overrides) -> "IngestOptions":
+        env = os.environ
+        options = cls(
+            model_dir=Path(env["RETRSPECT_MODEL_DIR"])
+            if env.get("RETRSPECT_MODEL_DIR") else None,
+            use_models=env.get("RETRSPECT_NO_MODELS", "") == "",
+            workers=int(env.get("RETRSPECT_WORKERS", "0")),
+            chunk_files=int(env.get("RETRSPECT_CHUNK_FILES", "64")),
+            dask=env.get("RETRSPECT_DASK") or None,
+        )
+        for key, value in overrides.items():
+            setattr(options, key, value)
+        return options
+
+
+@dataclass
+class ChunkResult:
+    """What a worker returns for one chunk of files."""
+
+    rows: list[dict]
+    skipped: list[tuple[str, str]]            # (source_file, reason)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class IngestSummary:
+    """Counts and time per stage, for the report at the end of an ingest."""
+
+    files: int = 0
+    spectra: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: Counter = field(default_factory=Counter)
+    wall: float = 0.0
+
+    def add(self, result: ChunkResult, files: int) -> None:
+        self.files += files
+        self.spectra += len(result.rows)
+        self.skipped.extend(result.skipped)
+        self.seconds.update(result.seconds)
+
+    def report(self) -> str:
+        rate = self.spectra / self.wall if self.wall else 0.0
+        lines = [f"ingested {self.spectra} spectra from "
+                 f"{self.files - len(self.skipped)} files in "
+                 f"{self.wall:.1f} s ({rate:.0f} spectra/s); "
+                 f"skipped {len(self.skipped)} files"]
+        lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
+        stages = ", ".join(f"{stage} {self.seconds[stage]:.1f} s"
+                           for stage in (*STAGES, "db_write"))
+        lines.append(f"  time per stage (summed over workers): {stages}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------- workers ----
+
+_WORKER_MODELS: dict = {}
+
+
+def _models_for(options: IngestOptions):
+    """The worker's ModelSet, loaded once per process (None: no models)."""
+    if not options.use_models:
+        return None
+    key = (str(options.model_dir), options.latent_dim, options.latent_metric,
+           options.workers)
+    if key not in _WORKER_MODELS:
+        from ingest.infer import ModelSet
+        threads = 1 if options.workers != 1 else None
+        _WORKER_MODELS[key] = ModelSet.load(
+            options.model_dir, threads=threads, latent_dim=options.latent_dim,
+            latent_metric=options.latent_metric)
+    return _WORKER_MODELS[key]
+
+
+def ml_columns(models, outputs: dict, i: int) -> dict:
+    """The ``ml_results`` columns of the i-th spectrum of a batch."""
+    row = {}
+    if "vae" in outputs:
+        vae, out = models.models["vae"], outputs["vae"]
+        row.update(
+            latent=[float(v) for v in out["latent_mean"][i]],
+            latent_sigma=[float(v) for v in np.exp(0.5 * out["latent_logvar"][i])],
+            anomaly=float(out["anomaly"][i]),
+            latent_model=vae.model_id)
+    if "classifier" in outputs:
+        classifier, out = models.models["classifier"], outputs["classifier"]
+        probabilities = out["probabilities"][i]
+        best = int(np.argmax(probabilities))
+        row.update(
+            ml_class=classifier.labels[best],
+            class_probability=float(probabilities[best]),
+            class_uncertainty=float(out["uncertainty"][i]),
+            class_model=classifier.model_id,
+            **{f"p_{label.lower()}": float(p)
+               for label, p in zip(classifier.labels, probabilities)})
+    if "velocity" in outputs:
+        velocity, out = models.models["velocity"], outputs["velocity"]
+        z, z_err = float(out["redshift"][i]), float(out["redshift_error"][i])
+        row.update(redshift=z, redshift_err=z_err,
+                   velocity=C_KMS * z, velocity_err=C_KMS * z_err,
+                   velocity_model=velocity.model_id)
+    return row
+
+
+def process_chunk(paths: list[str], inputs_dir: str,
+                  options: IngestOptions) -> ChunkResult:
+    """Read, preprocess and infer one chunk of source files (in a worker)."""
+    from ingest import preprocess
+
+    seconds = Counter()
+    start = time.perf_counter()
+    spectra, sources, skipped = [], [], []
+    for path in paths:
+        source_file = os.path.relpath(path, inputs_dir)
+        try:
+            found = dachs_import.read_source(path)
+        except ReaderError as err:
+            skipped.append((source_file, err.reason))
+            continue
+        spectra.extend(found)
+        sources.extend([source_file] * len(found))
+    seconds["read"] = time.perf_counter() - start
+
+    models = _models_for(options)
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    if models is not None and models.models and spectra:
+        start = time.perf_counter()
+        prepared = {key: preprocess.prepare_batch(spectra, grid)
+                    for key, grid in models.grids.items()}
+        seconds["preprocess"] = time.perf_counter() - start
+        start = time.perf_counter()
+        for first in range(0, len(spectra), options.batch_size):
+            part = {key: (flux[first:first + options.batch_size],
+                          weight[first:first + options.batch_size])
+                    for key, (flux, weight) in prepared.items()}
+            for kind, values in models.run(part).items():
+                for name, array in values.items():
+                    outputs.setdefault(kind, {}).setdefault(name, []).append(array)
+        outputs = {kind: {name: np.concatenate(arrays)
+                          for name, arrays in values.items()}
+                   for kind, values in outputs.items()}
+        seconds["infer"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    rows = []
+    for i, (spectrum, source_file) in enumerate(zip(spectra, sources)):
+        row = dachs_import.raw_row(spectrum, source_file)
+        if outputs:
+            row.update(ml_columns(models, outputs, i))
+        rows.append(row)
+    seconds["rows"] = time.perf_counter() - start
+    return ChunkResult(rows, skipped, dict(seconds))
+
+
+# ---------------------------------------------------------- scheduling ----
+
+def _chunks(paths: list[str], size: int) -> Iterator[list[str]]:
+    for first in range(0, len(paths), size):
+        yield paths[first:first + size]
+
+
+class _LocalPool:
+    """Worker processes on this machine (spawned: safe inside DaCHS)."""
+
+    def __init__(self, workers: int):
+        import multiprocessing
+        self.executor = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"))
+        self.workers = workers
+
+    def submit(self, *args):
+        return self.executor.submit(process_chunk, *args)
+
+    def wait_one(self, futures):
+        done, _ = wait(futures, return_when=FIRST_COMPLETED)
+        return done
+
+    def close(self):
+        self.executor.shutdown(cancel_futures=True)
+
+
+class _DaskPool:
+    """Workers of a Dask cluster: a scheduler address, or a LocalCluster."""
+
+    def __init__(self, address: str, workers: int):
+        from dask.distributed import Client, LocalCluster
+        self.cluster = None
+        if address == "local":
+            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
+                                        processes=True, dashboard_address=None)
+            address = self.cluster.scheduler_address
+        self.client = Client(address)
+        self.workers = len(self.client.scheduler_info()["workers"]) or workers
+
+    def submit(self, *args):
+        return self.client.submit(process_chunk, *args, pure=False)
+
+    def wait_one(self, futures):
+        from dask.distributed import wait as dask_wait
+        return dask_wait(list(futures), return_when="FIRST_COMPLETED").done
+
+    def close(self):
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def run(paths: Iterable[str], inputs_dir: str, options: IngestOptions,
+        summary: IngestSummary | None = None) -> Iterator[dict]:
+    """Rows for every spectrum in ``paths``, chunk by chunk, in file order
+    within a chunk; chunks come back in completion order.
+
+    Broken files are recorded in ``summary.skipped`` (file and reason) and
+    yield nothing.  Time the consumer spends between rows (DaCHS writing to
+    the database) is counted as ``db_write``.
+    """
+    from tqdm import tqdm
+
+    paths = sorted(str(p) for p in paths)
+    summary = summary if summary is not None else IngestSummary()
+    if not paths:
+        return
+    workers = options.workers or default_threads()
+    if options.dask:
+        pool = _DaskPool(options.dask, workers)
+    elif workers == 1:
+        pool = None
+    else:
+        pool = _LocalPool(workers)
+    started = time.perf_counter()
+    bar = tqdm(total=len(paths), unit="file", desc="ingest", mininterval=1.0,
+               disable=not options.progress, file=sys.stderr)
+    try:
+        chunks = list(_chunks(paths, options.chunk_files))
+        for result, files in _results(pool, chunks, inputs_dir, options):
+            summary.add(result, files)
+            bar.update(files)
+            bar.set_postfix(spectra=summary.spectra,
+                            rate=f"{summary.spectra / max(time.perf_counter() - started, 1e-9):.0f}/s",
+                            skipped=len(summary.skipped))
+            for row in result.rows:
+                before = time.perf_counter()
+                yield row
+                summary.seconds["db_write"] += time.perf_counter() - before
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+        summary.wall = time.perf_counter() - started
+
+
+def _results(pool, chunks, inputs_dir, options):
+    """(ChunkResult, number of files) as chunks finish, few in flight."""
+    if pool is None:
+        for chunk in chunks:
+            yield process_chunk(chunk, inputs_dir, options), len(chunk)
+        return
+    pending = {}
+    queue = iter(chunks)
+    limit = 2 * pool.workers
+    for chunk in queue:
+        pending[pool.submit(chunk, inputs_dir, options)] = len(chunk)
+        if len(pending) >= limit:
+            break
+    while pending:
+        for future in pool.wait_one(pending):
+            files = pending.pop(future)
+            yield future.result(), files
+            nxt = next(queue, None)
+            if nxt is not None:
+                pending[pool.submit(nxt, inputs_dir, options)] = len(nxt)
+
+
+def new_source_files(data_dir: Path, known: Callable[[], set[str]],
+                     inputs_dir: str) -> list[str]:
+    """Files under ``data_dir/<collection>/`` not yet in the table."""
+    seen = known()
+    return [str(path) for path in sorted(data_dir.glob("*/*"))
+            if path.is_file() and os.path.relpath(path, inputs_dir) not in seen]
