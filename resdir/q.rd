@@ -244,7 +244,7 @@
 
     <make table="ml_results">
       <rowmaker idmaps="*">
-        <ignoreOn><keyMissing key="latent_model"/></ignoreOn>
+        <ignoreOn><keyNull key="latent_model"/></ignoreOn>
         <map key="pubdid">getStandardPubDID(@accref)</map>
         <map key="snr">@ssa_snr</map>
       </rowmaker>
@@ -270,7 +270,7 @@
         dachs_import.delete_stale_results(table, table.tableDef.rd)
       </script>
       <rowmaker idmaps="*">
-        <ignoreOn><keyMissing key="latent_model"/></ignoreOn>
+        <ignoreOn><keyNull key="latent_model"/></ignoreOn>
         <map key="pubdid">getStandardPubDID(@accref)</map>
         <map key="snr">@ssa_snr</map>
       </rowmaker>

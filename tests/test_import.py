@@ -68,7 +68,7 @@ def _write_batch(stage: Path) -> None:
 
 def _import() -> str:
     result = subprocess.run([RETRSPECT, "import"], capture_output=True,
-                            text=True, timeout=600)
+                            encoding="utf-8", errors="replace", timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr
 
@@ -81,6 +81,9 @@ def staged_batch():
     yield STAGE
     shutil.rmtree(STAGE, ignore_errors=True)
     with base.getDBConnection("admin") as conn, conn.cursor() as cursor:
+        cursor.execute("DELETE FROM retrspect.ml_results WHERE obs_id IN "
+                       "(SELECT obs_id FROM retrspect.raw_data WHERE "
+                       "source_file LIKE %(p)s)", {"p": SOURCE_PREFIX + "%"})
         cursor.execute("DELETE FROM dc.products WHERE accref IN (SELECT "
                        "accref FROM retrspect.raw_data WHERE source_file "
                        "LIKE %(p)s)", {"p": SOURCE_PREFIX + "%"})
