@@ -67,6 +67,16 @@ if [ ! -f "$(/usr/lib/postgresql/15/bin/pg_config --sharedir)/extension/vector.c
   pg_ctlcluster --skip-systemctl-redirect 15 main restart
 fi
 runuser -u postgres -- psql -q -d gavo -c 'SET client_min_messages=warning; CREATE EXTENSION IF NOT EXISTS vector'
+# kNN through HNSW: iterative scans let a filtered or large TOP k return k
+# rows (in exact distance order with strict_order); a generous ef_search
+# keeps recall high; index builds get memory enough to keep the graph.
+runuser -u postgres -- psql -q -d gavo <<'SQL'
+ALTER DATABASE gavo SET hnsw.iterative_scan = 'strict_order';
+ALTER DATABASE gavo SET hnsw.ef_search = 100;
+ALTER DATABASE gavo SET hnsw.max_scan_tuples = 200000;
+ALTER ROLE gavoadmin SET maintenance_work_mem = '2GB';
+ALTER ROLE dachsroot SET maintenance_work_mem = '2GB';
+SQL
 
 # DaCHS configuration: loopback server, our authority.
 if [ ! -f /etc/gavo.rc ] || ! grep -q "serverPort: $PORT\$" /etc/gavo.rc; then

@@ -5,14 +5,10 @@ here, as does one interoperability fix to DaCHS's VOTable writer.
 """
 from __future__ import annotations
 
-#: ADQL user functions registered by this module (names as in ADQL)
-REGISTERED_FUNCTIONS: list[str] = []
-
-
 def register_adql_functions() -> None:
-    """Register retrspect's ADQL user functions with DaCHS (none yet)."""
-    # imported here: DaCHS is only importable inside the DaCHS venv
-    from gavo.adql import ufunctions  # noqa: F401
+    """Register retrspect's nearest-spectrum ADQL functions with DaCHS."""
+    from vo_services import similarity
+    similarity.register_adql_functions()
 
 
 def write_null_float_arrays_as_nan() -> None:

@@ -1,0 +1,202 @@
+"""Nearest-spectrum search in ADQL: user functions backed by pgvector.
+
+The functions translate into plain pgvector distance operators on the
+``latent`` column of ``retrspect.ml_results`` so that
+``SELECT TOP k ... ORDER BY gavo_spectrum_distance(latent, 'id')`` becomes
+``ORDER BY latent <=> '[...]'::vector(n) LIMIT k``, which PostgreSQL answers
+from the HNSW index.  The latent of a spectrum named by its identifier is
+looked up once, when the query is translated, and enters the SQL as a
+vector literal that this module formats from floats itself: nothing a user
+writes reaches SQL unquoted.
+
+DaCHS imports this module (through :mod:`vo_services.dachs_hook`) in every
+process that parses ADQL.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+#: the RD and table holding the latents
+RD_ID = "retrspect/q"
+TABLE_ID = "ml_results"
+#: pgvector operators per metric
+OPERATORS = {"cosine": "<=>", "l2": "<->"}
+#: at most this many characters of a vector literal are parsed
+MAX_LITERAL_LENGTH = 20000
+
+
+class VectorLiteralError(ValueError):
+    """A vector written in a query that is not a usable latent vector."""
+
+
+@dataclass(frozen=True)
+class LatentColumn:
+    """What the functions need to know of the table's latent column."""
+
+    table: str
+    dim: int
+    metric: str
+
+
+@lru_cache(maxsize=1)
+def latent_column() -> LatentColumn:
+    """The latent column's table, dimension and trained metric (from the RD)."""
+    from gavo import base
+    table = base.caches.getRD(RD_ID).getById(TABLE_ID)
+    column_type = table.getColumnByName("latent").type
+    dim = int(re.fullmatch(r"vector\((\d+)\)", column_type).group(1))
+    return LatentColumn(table.getQName(), dim, table.getProperty("latentMetric"))
+
+
+def parse_vector_literal(text: str, dim: int) -> list[float]:
+    """Floats of a vector written as '[1, 2, 3]' or DALI-style '1 2 3'.
+
+    Raises
+    ------
+    VectorLiteralError
+        When the text is not ``dim`` finite numbers.
+    """
+    if len(text) > MAX_LITERAL_LENGTH:
+        raise VectorLiteralError(f"vector literal longer than "
+                                 f"{MAX_LITERAL_LENGTH} characters")
+    body = text.strip()
+    if body.startswith("[") and body.endswith("]"):
+        body = body[1:-1]
+    items = [item for item in re.split(r"[\s,]+", body) if item]
+    try:
+        values = [float(item) for item in items]
+    except ValueError:
+        raise VectorLiteralError(
+            f"not a vector of numbers: {text[:80]!r}") from None
+    if len(values) != dim:
+        raise VectorLiteralError(f"vector has {len(values)} elements; the "
+                                 f"latent space has {dim} dimensions")
+    if not all(math.isfinite(v) for v in values):
+        raise VectorLiteralError("vector elements must be finite numbers")
+    return values
+
+
+def vector_sql(values, dim: int) -> str:
+    """A pgvector literal made from floats (repr: no user text inside)."""
+    return "'[" + ",".join(repr(float(v)) for v in values) + f"]'::vector({dim})"
+
+
+def lookup_latent(identifier: str) -> list[float] | None:
+    """The latent vector of a spectrum named by publisher DID or obs_id."""
+    from gavo import base
+    column = latent_column()
+    with base.getTableConn() as conn:
+        rows = list(conn.query(
+            f"SELECT latent FROM {column.table} "
+            "WHERE pubdid = %(id)s OR obs_id = %(id)s LIMIT 1",
+            {"id": identifier}))
+    if not rows or rows[0][0] is None:
+        return None
+    return [float(v) for v in rows[0][0]]
+
+
+def register_adql_functions() -> None:
+    """Register the gavo_ nearest-spectrum functions with DaCHS."""
+    from gavo.adql import common, nodes
+    from gavo.adql.ufunctions import getStringLiteral, userFunction
+
+    def operand(node, what: str) -> str:
+        """SQL for a latent argument: a vector column or a vector literal."""
+        column = latent_column()
+        if getattr(node, "type", None) == "characterStringLiteral":
+            try:
+                return vector_sql(parse_vector_literal(node.value, column.dim),
+                                  column.dim)
+            except VectorLiteralError as err:
+                raise common.UfuncError(f"{what}: {err}") from None
+        field = getattr(node, "fieldInfo", None)
+        sql_type = getattr(field, "type", "") or ""
+        if sql_type.startswith("vector("):
+            # a bare vector column: keep it bare so the HNSW index applies
+            return nodes.flatten(node)
+        return f"({nodes.flatten(node)})::vector({column.dim})"
+
+    def spectrum_operand(node) -> str:
+        identifier = getStringLiteral(
+            node, "The spectrum identifier (publisher DID or obs_id)"
+        ).replace("''", "'")  # DaCHS keeps ADQL's doubled quotes
+        latent = lookup_latent(identifier)
+        if latent is None:
+            raise common.UfuncError(
+                f"No spectrum {identifier!r} with a latent vector in "
+                f"{latent_column().table}; give a publisher DID "
+                f"(ivo://...) or an obs_id as in retrspect.spectra")
+        return vector_sql(latent, latent_column().dim)
+
+    def distance(metric: str, left: str, right: str) -> str:
+        return f"({left} {OPERATORS[metric]} {right})"
+
+    def two_arguments(name, args):
+        if len(args) != 2:
+            raise common.UfuncError(f"{name} takes exactly two arguments")
+
+    trained = "the metric the latent space was trained for"
+
+    @userFunction(
+        "gavo_latent_distance",
+        "(latent1 REAL[], latent2 REAL[]) -> DOUBLE PRECISION",
+        f"""
+        Distance between two latent vectors in {trained} (cosine distance,
+        1 - cos angle, between 0 and 2 for retrspect's VAE).  Each argument
+        is a latent column (retrspect.ml_results.latent) or a vector literal
+        such as '[0.1, -0.3, ...]' or '0.1 -0.3 ...' with one number per
+        latent dimension.  ORDER BY this with TOP k uses the HNSW index.
+        """,
+        "double precision", ucd="stat.value")
+    def _latent_distance(args):
+        two_arguments("gavo_latent_distance", args)
+        return distance(latent_column().metric,
+                        operand(args[0], "first argument"),
+                        operand(args[1], "second argument"))
+
+    @userFunction(
+        "gavo_latent_euclidean",
+        "(latent1 REAL[], latent2 REAL[]) -> DOUBLE PRECISION",
+        """
+        Euclidean (L2) distance between two latent vectors (columns or
+        vector literals as for gavo_latent_distance).  Computed exactly, not
+        through the index (which is built for the trained metric).
+        """,
+        "double precision", ucd="stat.value")
+    def _latent_euclidean(args):
+        two_arguments("gavo_latent_euclidean", args)
+        return distance("l2", operand(args[0], "first argument"),
+                        operand(args[1], "second argument"))
+
+    @userFunction(
+        "gavo_spectrum_distance",
+        "(latent REAL[], spectrum TEXT) -> DOUBLE PRECISION",
+        f"""
+        Distance in {trained} from a latent vector (usually the latent
+        column of retrspect.ml_results) to the latent of the spectrum named
+        by its publisher DID (ivo://...) or its obs_id (e.g. 'miles_m0028').
+        SELECT TOP 10 ... ORDER BY gavo_spectrum_distance(latent, 'id')
+        gives that spectrum's nearest neighbours, from the HNSW index.
+        """,
+        "double precision", ucd="stat.value")
+    def _spectrum_distance(args):
+        two_arguments("gavo_spectrum_distance", args)
+        return distance(latent_column().metric,
+                        operand(args[0], "first argument"),
+                        spectrum_operand(args[1]))
+
+    @userFunction(
+        "gavo_spectrum_euclidean",
+        "(latent REAL[], spectrum TEXT) -> DOUBLE PRECISION",
+        """
+        Euclidean (L2) distance from a latent vector to the latent of the
+        spectrum named by its publisher DID or obs_id (exact, no index).
+        """,
+        "double precision", ucd="stat.value")
+    def _spectrum_euclidean(args):
+        two_arguments("gavo_spectrum_euclidean", args)
+        return distance("l2", operand(args[0], "first argument"),
+                        spectrum_operand(args[1]))
