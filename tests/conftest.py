@@ -47,3 +47,57 @@ def sql(db, query: str, params: dict | None = None) -> list[tuple]:
         rows = cursor.fetchall()
     db.rollback()
     return rows
+
+
+SCRATCH_ROWS = 100_000
+
+
+@pytest.fixture(scope="session")
+def scratch_latents():
+    """100k-row copies of the ML and spectra tables for query-plan tests.
+
+    PostgreSQL prefers a sequential scan on tables as small as the demo's,
+    so index use is checked on tables of a realistic size.  They live in
+    their own schema, are made once and kept (a second run reuses them).
+    """
+    from gavo import base
+    conn = base.getDBConnection("admin")
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('retrspect_scratch.ml_big') "
+                       "IS NOT NULL")
+        exists = cursor.fetchone()[0]
+        if exists:
+            cursor.execute("SELECT COUNT(*) FROM retrspect_scratch.ml_big")
+            exists = cursor.fetchone()[0] == SCRATCH_ROWS
+        if not exists:
+            cursor.execute("""
+                DROP SCHEMA IF EXISTS retrspect_scratch CASCADE;
+                CREATE SCHEMA retrspect_scratch;
+                CREATE TABLE retrspect_scratch.ml_big AS
+                SELECT 'ivo://scratch/' || g AS pubdid, 'o' || g AS obs_id,
+                  (SELECT '[' || string_agg(
+                     (random() - 0.5)::real::text, ',') || ']'
+                   FROM generate_series(1, 32) WHERE g > 0)::vector(32)
+                   AS latent,
+                  CASE WHEN g %% 1000 = 0 THEN 'qso'
+                       ELSE (ARRAY['O','B','A','F','G','K','M'])[1 + g %% 7]
+                  END AS ml_class,
+                  (random() * 100)::real AS snr
+                FROM generate_series(1, %(n)s) AS g;
+                ALTER TABLE retrspect_scratch.ml_big ADD PRIMARY KEY (pubdid);
+                CREATE INDEX ml_big_ml_class ON retrspect_scratch.ml_big (ml_class);
+                CREATE INDEX ml_big_latent_hnsw ON retrspect_scratch.ml_big
+                  USING hnsw (latent vector_cosine_ops);
+                CREATE TABLE retrspect_scratch.spectra_big AS
+                SELECT pubdid AS ssa_pubdid, 'star ' || obs_id AS ssa_targname
+                FROM retrspect_scratch.ml_big;
+                ALTER TABLE retrspect_scratch.spectra_big
+                  ADD PRIMARY KEY (ssa_pubdid);
+                ANALYZE retrspect_scratch.ml_big;
+                ANALYZE retrspect_scratch.spectra_big;
+            """, {"n": SCRATCH_ROWS})
+            conn.commit()
+    yield {"conn": conn,
+           "tables": {"retrspect.ml_results": "retrspect_scratch.ml_big",
+                      "retrspect.spectra": "retrspect_scratch.spectra_big"}}
+    conn.close()
