@@ -233,3 +233,15 @@ def test_filtered_knn_uses_index_or_exact_fallback(scratch_latents):
         f"ml_class = 'qso' ORDER BY gavo_spectrum_distance(latent, "
         f"'{QUERY_ID}')", scratch_latents)
     assert "ml_big_ml_class" in selective and "Sort" in selective, selective
+
+
+def test_every_tap_example_runs(tap):
+    """What a TOPCAT user copies from /tap/examples works as it stands."""
+    examples = tap.examples
+    assert len(examples) >= 9
+    knn = 0
+    for example in examples:
+        rows = tap.search(example["QUERY"]).to_table()
+        assert len(rows) > 0, example["QUERY"]
+        knn += "gavo_" in example["QUERY"]
+    assert knn >= 4
