@@ -152,11 +152,41 @@ def ml_columns(models, outputs: dict, i: int) -> dict:
     return row
 
 
+def infer_batch(spectra, models, batch_size: int = 256,
+                seconds: Counter | None = None) -> dict:
+    """Every model's outputs for a list of spectra: kind -> name -> array.
+
+    Each spectrum is put on each distinct model grid once (the same
+    :func:`ingest.preprocess.prepare_batch` training uses), then the models
+    run in batches.  Ingest and search by example both come through here.
+    """
+    from ingest import preprocess
+
+    seconds = seconds if seconds is not None else Counter()
+    if models is None or not models.models or not spectra:
+        return {}
+    start = time.perf_counter()
+    prepared = {key: preprocess.prepare_batch(spectra, grid)
+                for key, grid in models.grids.items()}
+    seconds["preprocess"] += time.perf_counter() - start
+    start = time.perf_counter()
+    outputs: dict[str, dict[str, list]] = {}
+    for first in range(0, len(spectra), batch_size):
+        part = {key: (flux[first:first + batch_size],
+                      weight[first:first + batch_size])
+                for key, (flux, weight) in prepared.items()}
+        for kind, values in models.run(part).items():
+            for name, array in values.items():
+                outputs.setdefault(kind, {}).setdefault(name, []).append(array)
+    seconds["infer"] += time.perf_counter() - start
+    return {kind: {name: np.concatenate(arrays)
+                   for name, arrays in values.items()}
+            for kind, values in outputs.items()}
+
+
 def process_chunk(paths: list[str], inputs_dir: str,
                   options: IngestOptions) -> ChunkResult:
     """Read, preprocess and infer one chunk of source files (in a worker)."""
-    from ingest import preprocess
-
     seconds = Counter()
     start = time.perf_counter()
     spectra, sources, skipped = [], [], []
@@ -171,32 +201,15 @@ def process_chunk(paths: list[str], inputs_dir: str,
         sources.extend([source_file] * len(found))
     seconds["read"] = time.perf_counter() - start
 
-    models = _models_for(options)
-    outputs: dict[str, dict[str, np.ndarray]] = {}
-    if models is not None and models.models and spectra:
-        start = time.perf_counter()
-        prepared = {key: preprocess.prepare_batch(spectra, grid)
-                    for key, grid in models.grids.items()}
-        seconds["preprocess"] = time.perf_counter() - start
-        start = time.perf_counter()
-        for first in range(0, len(spectra), options.batch_size):
-            part = {key: (flux[first:first + options.batch_size],
-                          weight[first:first + options.batch_size])
-                    for key, (flux, weight) in prepared.items()}
-            for kind, values in models.run(part).items():
-                for name, array in values.items():
-                    outputs.setdefault(kind, {}).setdefault(name, []).append(array)
-        outputs = {kind: {name: np.concatenate(arrays)
-                          for name, arrays in values.items()}
-                   for kind, values in outputs.items()}
-        seconds["infer"] = time.perf_counter() - start
+    outputs = infer_batch(spectra, _models_for(options), options.batch_size,
+                          seconds)
 
     start = time.perf_counter()
     rows = []
     for i, (spectrum, source_file) in enumerate(zip(spectra, sources)):
         row = dachs_import.raw_row(spectrum, source_file)
         if outputs:
-            row.update(ml_columns(models, outputs, i))
+            row.update(ml_columns(_models_for(options), outputs, i))
         rows.append(row)
     seconds["rows"] = time.perf_counter() - start
     return ChunkResult(rows, skipped, dict(seconds))

@@ -675,7 +675,10 @@ def _container(path):
         return "fits"
     if head.lstrip().startswith(b"<") and b"<VOTABLE" in head.upper():
         return "votable"
-    raise ReaderError(path, "not a FITS file or VOTable (starts with "
+    if _CSV_HEADER.search(_text_head(head)):
+        return "csv"
+    raise ReaderError(path, "not a FITS file, VOTable, or CSV table with a "
+                      "'wavelength [unit]' header (starts with "
                       f"{head[:24]!r})")
 
 
@@ -746,6 +749,107 @@ def open_votable(path):
     except (ExpatError, ValueError, IndexError, KeyError, TypeError) as exc:
         raise ReaderError(path, f"not a readable VOTable: {exc}") from exc
     yield VOTableSource(Path(path), table)
+
+
+@dataclass
+class TextSource:
+    """A text table of wavelength, flux and optionally error columns."""
+
+    path: Path
+    table: object
+    comments: list
+
+
+#: a header line naming a wavelength column with its unit in brackets
+_CSV_HEADER = re.compile(
+    r"^\s*(wave\w*|lambda|wl)\s*[\[(][^\])]+[\])]", re.I | re.M)
+_CSV_COLUMN = re.compile(r"^\s*([A-Za-z_]\w*)\s*(?:[\[(]\s*(.*?)\s*[\])])?\s*$")
+
+
+def _text_head(head):
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+
+
+@contextmanager
+def open_csv(path):
+    """Read a CSV (or whitespace) table whose header gives column units.
+
+    Yields
+    ------
+    TextSource
+
+    Raises
+    ------
+    ReaderError
+        Not a table astropy can read.
+    """
+    from astropy.io import ascii
+    from astropy.io.ascii import InconsistentTableError
+
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    comments = [line.lstrip("#").strip() for line in text.splitlines()
+                if line.lstrip().startswith("#")]
+    header = next((line for line in text.splitlines()
+                   if line.strip() and not line.lstrip().startswith("#")), "")
+    try:
+        table = ascii.read(text, format="csv" if "," in header else "basic",
+                           comment="#", guess=False)
+    except (InconsistentTableError, ValueError) as exc:
+        raise ReaderError(path, f"not a readable CSV table: {exc}") from exc
+    yield TextSource(Path(path), table, comments)
+
+
+def _sniff_csv(source):
+    return isinstance(source, TextSource)
+
+
+def _read_csv(source):
+    """wavelength [unit], flux [unit] and optional error [unit] columns.
+
+    Units must be given in the header (``wavelength [Angstrom]``); a comment
+    line ``# medium: air`` marks air wavelengths (vacuum otherwise).
+    """
+    path, table = source.path, source.table
+    columns = {}
+    for name in table.colnames:
+        match = _CSV_COLUMN.match(name)
+        if not match:
+            raise ReaderError(path, f"cannot read column header {name!r}; "
+                                    "write e.g. 'wavelength [Angstrom]'")
+        label, unit_text = match.group(1).lower(), match.group(2)
+        role = ("wavelength" if label.startswith(("wave", "lambda", "wl"))
+                else "flux" if label.startswith("flux")
+                else "error" if label.startswith(("err", "sigma", "unc"))
+                else None)
+        if role and role not in columns:
+            columns[role] = (name, unit_text)
+    for role in ("wavelength", "flux"):
+        if role not in columns:
+            raise ReaderError(path, f"CSV has no {role} column (header "
+                                    f"{', '.join(table.colnames)})")
+    name, unit_text = columns["wavelength"]
+    wave_unit = parse_unit(unit_text)
+    if wave_unit is None or wave_unit.physical_type != "length":
+        raise ReaderError(path, f"wavelength unit missing or not a length: "
+                                f"{unit_text!r}; give it in the header, e.g. "
+                                "'wavelength [Angstrom]'")
+    flux_name, flux_unit_text = columns["flux"]
+    flux_unit = parse_unit(flux_unit_text) or u.dimensionless_unscaled
+    try:
+        wavelength = np.asarray(table[name], dtype=float) * wave_unit
+        flux = np.asarray(table[flux_name], dtype=float) * flux_unit
+        error = (np.asarray(table[columns["error"][0]], dtype=float)
+                 if "error" in columns else None)
+    except (TypeError, ValueError) as exc:
+        raise ReaderError(path, f"non-numeric values in the CSV: {exc}") from exc
+    medium = "air" if any(re.match(r"medium\s*[:=]\s*air", c, re.I)
+                          for c in source.comments) else "vacuum"
+    meta = empty_meta(obs_id=make_obs_id(stem(path)))
+    return [build_spectrum(path, wavelength, flux, medium=medium, meta=meta,
+                           error=error)]
 
 
 # --------------------------------------------------------------------------
@@ -1560,6 +1664,7 @@ FORMATS = [
     Format("error-companion", _sniff_error_file, _read_error_file),
     Format("flux-error-pair", _sniff_split_flux, _read_split_flux),
     Format("image-1d", _sniff_image_1d, _read_image_1d),
+    Format("csv-table", _sniff_csv, _read_csv),
 ]
 
 
@@ -1602,7 +1707,8 @@ def read_spectra(path):
         kind = _container(path)
     except OSError as exc:
         raise ReaderError(path, f"cannot read file: {exc}") from exc
-    opener = open_fits if kind == "fits" else open_votable
+    opener = {"fits": open_fits, "votable": open_votable,
+              "csv": open_csv}[kind]
     with opener(path) as source:
         for fmt in FORMATS:
             try:

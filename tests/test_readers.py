@@ -451,7 +451,7 @@ def test_truncated_gzip_fits(tmp_path):
 def test_text_file_named_fits(tmp_path):
     path = tmp_path / "notes.fits"
     path.write_text("wavelength flux\n4000 1.0\n")
-    assert_reader_error(path, "not a FITS file or VOTable")
+    assert_reader_error(path, "not a FITS file, VOTable, or CSV")
 
 
 def test_missing_file(tmp_path):
@@ -625,3 +625,31 @@ def test_iraf_multispec_planes(tmp_path):
     assert spectrum.wavelength[0].value == 4000.0
     assert spectrum.wavelength[-1].value == pytest.approx(4000.0 + 199 * 1.5)
     assert np.allclose(spectrum.ivar, 0.25)
+
+
+# --------------------------------------------------------------------------
+# CSV tables (what a user uploads for search by example)
+# --------------------------------------------------------------------------
+
+def test_csv_with_units_in_the_header(tmp_path):
+    path = tmp_path / "upload.csv"
+    wave = np.linspace(4000, 5000, 50)
+    lines = ["# medium: air",
+             "wavelength [nm], flux [erg/s/cm2/Angstrom], error [erg/s/cm2/Angstrom]"]
+    lines += [f"{w / 10:.4f}, {1 + 0.001 * i}, 0.05" for i, w in enumerate(wave)]
+    path.write_text("\n".join(lines) + "\n")
+    (spectrum,) = read_spectra(path)
+    assert spectrum.medium == "air"
+    np.testing.assert_allclose(spectrum.wavelength.to_value(u.AA), wave, rtol=1e-6)
+    assert spectrum.flux.unit == u.erg / u.s / u.cm ** 2 / u.AA
+    np.testing.assert_allclose(spectrum.ivar, 1 / 0.05 ** 2)
+
+
+def test_csv_without_units_is_refused_with_a_reason(tmp_path):
+    path = tmp_path / "nounits.csv"
+    path.write_text("wavelength,flux\n" + "".join(f"{4000 + i},1\n" for i in range(20)))
+    with pytest.raises(ReaderError, match="nounits.csv.*wavelength \\[unit\\]"):
+        read_spectra(path)
+    path.write_text("wavelength [kg],flux\n" + "".join(f"{4000 + i},1\n" for i in range(20)))
+    with pytest.raises(ReaderError, match="not a length"):
+        read_spectra(path)
