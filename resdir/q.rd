@@ -361,6 +361,17 @@
       <dataFunction procDef="//soda#sdm_genData">
         <bind key="builder">"\rdId#build_spectrum"</bind>
       </dataFunction>
+      <metaMaker semantics="#auxiliary">
+        <code>
+          from urllib.parse import urlencode
+          yield descriptor.makeLink(
+            makeAbsoluteURL("\rdId/byexample/api?" + urlencode(
+              {"ID": descriptor.pubDID, "k": 10})),
+            description="The 10 spectra most similar to this one"
+              " (nearest neighbours in the learned latent space)",
+            contentType="application/x-votable+xml")
+        </code>
+      </metaMaker>
       <FEED source="//soda#sdm_plainfluxcalib"/>
       <FEED source="//soda#sdm_cutout"/>
       <FEED source="//soda#sdm_format"/>
@@ -394,6 +405,77 @@
       <property key="previews">auto</property>
       <FEED source="//ssap#hcd_condDescs"/>
     </ssapCore>
+  </service>
+
+  <service id="byexample" allowed="form,api">
+    <meta name="shortName">retrspect by example</meta>
+    <meta name="title">Search spectra by example</meta>
+    <meta name="description">Upload a spectrum (FITS in any layout the
+      archive reads, an SDM VOTable, or a CSV table whose header gives the
+      units, like "wavelength [Angstrom], flux [erg/s/cm2/Angstrom]"), or
+      name an archive spectrum by ID, and get the archive's spectra nearest
+      to it in the learned latent space.  The upload is preprocessed and
+      encoded by the same code and models as the archive's own spectra.
+      In a browser, each neighbour is plotted over the query.</meta>
+    <pythonCore>
+      <inputTable>
+        <inputKey name="spectrum" type="file" tablehead="Spectrum file"
+          description="The spectrum to search with (at most 20 MB)."/>
+        <inputKey name="ID" type="text" tablehead="or archive spectrum"
+          description="Instead of an upload: publisher DID or obs_id of
+            a spectrum in this archive."/>
+        <inputKey name="k" type="integer" tablehead="Neighbours"
+          description="Number of neighbours to return (1 to 100).">
+          <values min="1" max="100" default="10"/>
+        </inputKey>
+      </inputTable>
+      <outputTable>
+        <outputField name="rank" type="integer" ucd="meta.number" required="True"
+          tablehead="#" description="Rank of the neighbour, nearest first."/>
+        <outputField name="obs_id" type="text" ucd="meta.id"
+          tablehead="Obs. id" description="Identifier of the spectrum."/>
+        <outputField name="pubdid" type="text" ucd="meta.ref.ivoid"
+          tablehead="Publisher DID"
+          description="Publisher DID of the spectrum."/>
+        <outputField name="dist" type="double precision"
+          ucd="stat.value" tablehead="Distance"
+          description="Distance to the query in the latent space (in the
+            metric the model was trained for)."/>
+        <outputField name="ssa_targname" type="text" ucd="meta.id;src"
+          tablehead="Target" description="Target name."/>
+        <outputField name="ssa_collection" type="text" ucd="meta.id"
+          tablehead="Collection" description="Collection."/>
+        <outputField name="ml_class" type="text" ucd="src.class"
+          tablehead="Class" description="Class from the archive's
+            classifier."/>
+        <outputField name="redshift" type="double precision"
+          ucd="src.redshift" tablehead="z"
+          description="Redshift from the archive's velocity model."/>
+        <outputField name="access_url" type="text"
+          ucd="meta.ref.url;meta.dataset" tablehead="Spectrum"
+          displayHint="type=url"
+          description="URL of the spectrum (SDM VOTable)."/>
+        <outputField name="datalink" type="text" ucd="meta.ref.url"
+          tablehead="Datalink" displayHint="type=url"
+          description="Datalink document of the spectrum."/>
+        <outputField name="plot" type="text" tablehead="Overlay"
+          displayHint="noxml=true"
+          description="The neighbour (red) over the query (black).">
+          <formatter>
+            if not data:
+              return ""
+            return T.img(src="data:image/png;base64,"+data,
+              alt="neighbour over query", class_="overlay")
+          </formatter>
+        </outputField>
+      </outputTable>
+      <coreProc>
+        <code>
+          from vo_services import byexample
+          return byexample.run_core(self, inputTable, queryMeta)
+        </code>
+      </coreProc>
+    </pythonCore>
   </service>
 
   <regSuite title="retrspect regression">

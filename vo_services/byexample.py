@@ -1,0 +1,187 @@
+"""Search by example: upload a spectrum, get the archive's nearest spectra.
+
+The upload is read by :func:`ingest.readers.read_spectra` (FITS layouts,
+SDM VOTable, or a CSV with units in its header) and encoded by
+:func:`ingest.pipeline.infer_batch` with the same models, grid and
+preprocessing as ingest, so a spectrum uploaded again lands on its own
+latent vector.  The neighbours come from the HNSW index of
+``retrspect.ml_results``.  For browsers each neighbour gets a plot of it
+overlaid on the upload.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import os
+import tempfile
+from functools import lru_cache
+
+import numpy as np
+
+from vo_services.similarity import latent_column, vector_sql
+
+#: uploads larger than this are refused before they are parsed
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+#: most neighbours one request may ask for
+MAX_K = 100
+
+
+class UploadError(ValueError):
+    """An upload that cannot be searched with; the message says why."""
+
+
+@lru_cache(maxsize=1)
+def _models():
+    """The shipped models, loaded once per server process."""
+    from ingest.infer import ModelSet
+    column = latent_column()
+    return ModelSet.load(latent_dim=column.dim, latent_metric=column.metric)
+
+
+def encode_upload(data: bytes, filename: str = "upload"):
+    """(spectrum, latent) of the first spectrum in an uploaded file."""
+    from ingest.pipeline import infer_batch
+    from ingest.readers import read_spectra
+    from ingest.spectrum import ReaderError
+
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise UploadError(f"upload of {len(data)} bytes exceeds the limit of "
+                          f"{MAX_UPLOAD_BYTES} bytes")
+    if not data:
+        raise UploadError("the upload is empty")
+    suffix = "".join(c for c in os.path.basename(filename)[-12:]
+                     if c.isalnum() or c in "._-")
+    with tempfile.NamedTemporaryFile(prefix="retrspect-upload-",
+                                     suffix="-" + suffix) as stream:
+        stream.write(data)
+        stream.flush()
+        try:
+            spectra = read_spectra(stream.name)
+        except ReaderError as err:
+            raise UploadError(f"{filename}: {err.reason}") from None
+    spectrum = spectra[0]
+    models = _models()
+    if "vae" not in models.models:
+        raise UploadError("this archive has no encoder model installed")
+    outputs = infer_batch([spectrum], models)
+    return spectrum, outputs["vae"]["latent_mean"][0]
+
+
+def archive_spectrum(identifier: str):
+    """(spectrum, latent) of an archive spectrum named by pubDID or obs_id."""
+    from gavo import base
+    from ingest.dachs_import import read_source
+    from vo_services.similarity import lookup_latent
+
+    latent = lookup_latent(identifier)
+    if latent is None:
+        raise UploadError(f"no spectrum {identifier!r} with a latent vector "
+                          "in this archive")
+    with base.getTableConn() as conn:
+        source_file, index = list(conn.query(
+            "SELECT source_file, source_index FROM retrspect.raw_data "
+            "WHERE ssa_pubdid = %(id)s OR obs_id = %(id)s LIMIT 1",
+            {"id": identifier}))[0]
+    path = os.path.join(base.getConfig("inputsDir"), source_file)
+    return read_source(path)[index], np.asarray(latent)
+
+
+def nearest(latent, k: int) -> list[dict]:
+    """The k archive spectra nearest to a latent vector, nearest first."""
+    from gavo import base
+    column = latent_column()
+    if not 1 <= k <= MAX_K:
+        raise UploadError(f"k must be between 1 and {MAX_K}")
+    query_vector = vector_sql(np.asarray(latent, dtype=float), column.dim)
+    with base.getTableConn() as conn:
+        rows = list(conn.queryToDicts(
+            f"SELECT m.obs_id, m.pubdid, m.latent {_operator()} "
+            f"{query_vector} AS distance, s.ssa_targname, s.ssa_collection,"
+            " m.ml_class, m.redshift, s.accref, s.datalink,"
+            " s.source_file, s.source_index"
+            f" FROM {column.table} AS m"
+            " JOIN retrspect.raw_data AS s ON s.ssa_pubdid = m.pubdid"
+            " ORDER BY distance LIMIT %(k)s", {"k": int(k)}))
+    return rows
+
+
+def _operator() -> str:
+    from vo_services.similarity import OPERATORS
+    return OPERATORS[latent_column().metric]
+
+
+def overlay_png(query, neighbour, title: str) -> str:
+    """Base64 PNG of a neighbour (red) over the uploaded spectrum (black)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from ingest.dachs_import import sdm_arrays
+
+    fig, ax = plt.subplots(figsize=(5.5, 1.9), dpi=72)
+    for spectrum, colour, label in ((query, "k", "upload"),
+                                    (neighbour, "tab:red", "neighbour")):
+        arrays = sdm_arrays(spectrum)
+        flux = arrays["flux"]
+        scale = np.nanmedian(np.abs(flux)) or 1.0
+        ax.plot(arrays["spectral"], flux / scale, lw=0.6, color=colour,
+                label=label, alpha=0.8)
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel("vacuum wavelength [Angstrom]", fontsize=7)
+    ax.set_ylabel("flux / median", fontsize=7)
+    ax.tick_params(labelsize=6)
+    ax.legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def run_core(core, input_table, query_meta):
+    """The pythonCore of the byexample service: rows of the output table."""
+    from gavo import base, rsc
+    from gavo.protocols import products
+
+    from ingest.dachs_import import read_source
+
+    upload = input_table.getParam("spectrum")
+    identifier = input_table.getParam("ID")
+    k = input_table.getParam("k") or 10
+    if bool(upload) == bool(identifier):
+        raise base.ValidationError("Give either a spectrum file or the ID of "
+                                   "an archive spectrum", "spectrum")
+    try:
+        if upload:
+            if not (isinstance(upload, tuple) and len(upload) == 2):
+                raise UploadError("send the file as a DALI upload: "
+                                  "UPLOAD=spectrum,param:f with the file in "
+                                  "the multipart field f")
+            filename, stream = upload
+            query, latent = encode_upload(
+                stream.read(MAX_UPLOAD_BYTES + 1), filename or "upload")
+        else:
+            query, latent = archive_spectrum(identifier)
+        neighbours = nearest(latent, int(k))
+    except UploadError as err:
+        raise base.ValidationError(str(err),
+                                   "spectrum" if upload else "ID") from None
+
+    want_plots = str(query_meta.get("format", "")).upper() == "HTML"
+    inputs_dir = base.getConfig("inputsDir")
+    rows = []
+    for rank, row in enumerate(neighbours, start=1):
+        plot = None
+        if want_plots:
+            spectra = read_source(os.path.join(inputs_dir, row["source_file"]))
+            plot = overlay_png(query, spectra[row["source_index"]],
+                               f"{rank}. {row['obs_id']} "
+                               f"(distance {row['distance']:.4f})")
+        rows.append({"rank": rank, "obs_id": row["obs_id"],
+                     "pubdid": row["pubdid"], "dist": row["distance"],
+                     "ssa_targname": row["ssa_targname"],
+                     "ssa_collection": row["ssa_collection"],
+                     "ml_class": row["ml_class"], "redshift": row["redshift"],
+                     "access_url": products.makeProductLink(row["accref"]),
+                     "datalink": row["datalink"], "plot": plot})
+    return rsc.TableForDef(core.outputTable, rows=rows)
