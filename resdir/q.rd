@@ -420,7 +420,7 @@
     <pythonCore>
       <inputTable>
         <inputKey name="spectrum" type="file" tablehead="Spectrum file"
-          description="The spectrum to search with (at most 20 MB)."/>
+          description="The spectrum to search with (at most 10 MB)."/>
         <inputKey name="ID" type="text" tablehead="or archive spectrum"
           description="Instead of an upload: publisher DID or obs_id of
             a spectrum in this archive."/>

@@ -37,7 +37,7 @@ if [ -n "$(dpkg --audit 2>/dev/null)" ]; then
 fi
 
 need_pkgs=()
-for p in postgresql-15 postgresql-server-dev-15 dpkg-dev gavodachs2-server stilts; do
+for p in postgresql-15 postgresql-server-dev-15 dpkg-dev gavodachs2-server stilts chromium chromium-driver; do
   installed "$p" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -51,6 +51,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   patch_pgsphere
   apt-get install -y -qq gavodachs2-server >/dev/null
   apt-get install -y -qq --no-install-recommends stilts >/dev/null
+  # headless browser for the web page tests
+  apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 pg_start
 

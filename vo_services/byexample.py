@@ -20,8 +20,9 @@ import numpy as np
 
 from vo_services.similarity import latent_column, vector_sql
 
-#: uploads larger than this are refused before they are parsed
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+#: uploads larger than this are refused before they are parsed (DaCHS
+#: itself refuses request bodies beyond its [web]maxUploadSize with a 413)
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 #: most neighbours one request may ask for
 MAX_K = 100
 
@@ -34,8 +35,10 @@ class UploadError(ValueError):
 def _models():
     """The shipped models, loaded once per server process."""
     from ingest.infer import ModelSet
+    from ingest.pipeline import IngestOptions
     column = latent_column()
-    return ModelSet.load(latent_dim=column.dim, latent_metric=column.metric)
+    return ModelSet.load(IngestOptions.from_environment().model_dir,
+                         latent_dim=column.dim, latent_metric=column.metric)
 
 
 def encode_upload(data: bytes, filename: str = "upload"):
@@ -167,7 +170,12 @@ def run_core(core, input_table, query_meta):
         raise base.ValidationError(str(err),
                                    "spectrum" if upload else "ID") from None
 
-    want_plots = str(query_meta.get("format", "")).upper() == "HTML"
+    # plots only for browsers (the VOTable drops the plot column anyway)
+    response_format = query_meta.get("format")
+    want_plots = (str(response_format).upper() == "HTML"
+                  or response_format is None
+                  and any("html" in mime for mime in query_meta.get("accept")
+                          or {}))
     inputs_dir = base.getConfig("inputsDir")
     rows = []
     for rank, row in enumerate(neighbours, start=1):

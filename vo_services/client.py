@@ -103,6 +103,10 @@ def nearest_spectra(service_url: str, spectrum, *, k: int = 10,
         root + BYEXAMPLE_PATH,
         data={"UPLOAD": "spectrum,param:upload", "k": str(int(k))},
         files={"upload": (name, data)}, timeout=timeout)
+    if response.status_code == 413:
+        raise pyvo.dal.DALServiceError(
+            f"{name}: the service refused the upload of {len(data)} bytes as "
+            "too large", code=413, url=response.url)
     response.raise_for_status()
     return _votable_result(response.content, response.url)
 
