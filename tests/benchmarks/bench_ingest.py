@@ -1,0 +1,161 @@
+"""Ingest benchmark: spectra/s end to end, with the models and without.
+
+Makes N spectrum files by augmenting the real MILES stars (velocity shift,
+noise, flux scale; 4096 pixels each, written as 1-D FITS images), then
+imports them through the demo's own RD (``dachs imp``, in schema
+retrspect_bench) twice in one run: with every shipped model, and with
+``--no-models``.  It records time per stage (read / preprocess / infer /
+database write), spectra per second, and the peak memory of the importing
+process tree at two sizes, to show that memory is flat in N.
+
+    python tests/benchmarks/bench_ingest.py            # 20000 and 5000
+    python tests/benchmarks/bench_ingest.py --sizes 2000
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (BENCH_RD, PeakMemory, VENV_BIN, dachs,  # noqa: E402
+                    save, write_bench_rd)
+
+FILES_ROOT = Path("/var/tmp/retrspect-bench")
+NPIX = 4096
+C_KMS = 299792.458
+#: targets from the issue
+TARGET_RATE = 500.0
+TARGET_OVERHEAD = 0.5
+
+
+def _make_chunk(args) -> int:
+    """Write augmented copies of MILES stars (run in worker processes)."""
+    from astropy.io import fits
+    from ingest.bundled import bundled_sources
+    from ingest.readers import read_spectra
+
+    first, count, directory, seed = args
+    rng = np.random.default_rng(seed)
+    miles = [s.path for s in bundled_sources() if s.collection == "MILES"]
+    for i in range(first, first + count):
+        spectrum = read_spectra(miles[rng.integers(len(miles))])[0]
+        wave = spectrum.wavelength.value
+        flux = np.where(spectrum.mask, np.nan, spectrum.flux.value)
+        velocity = rng.uniform(-300, 300)
+        target = 3540.0 + 0.9 * np.arange(NPIX)
+        shifted = np.interp(target, wave * (1 + velocity / C_KMS), flux)
+        snr = rng.uniform(20, 100)
+        shifted = shifted * rng.uniform(0.5, 2.0)
+        shifted += rng.standard_normal(NPIX) * np.nanmedian(shifted) / snr
+        hdu = fits.PrimaryHDU(shifted.astype(np.float32))
+        hdu.header.update({"CRVAL1": 3540.0, "CDELT1": 0.9, "CRPIX1": 1.0,
+                           "CTYPE1": "AWAV", "CUNIT1": "Angstrom",
+                           "OBJECT": f"bench star {i}"})
+        hdu.writeto(directory / f"bench_{i:06d}.fits", overwrite=True)
+    return count
+
+
+def make_files(n: int) -> Path:
+    """``n`` augmented spectra under FILES_ROOT/n<n>/bench/ (cached)."""
+    root = FILES_ROOT / f"n{n}"
+    directory = root / "bench"
+    if directory.is_dir() and len(list(directory.glob("*.fits"))) == n:
+        return root
+    directory.mkdir(parents=True, exist_ok=True)
+    step = 500
+    jobs = [(first, min(step, n - first), directory, first)
+            for first in range(0, n, step)]
+    started = time.perf_counter()
+    with ProcessPoolExecutor() as pool:
+        made = sum(pool.map(_make_chunk, jobs))
+    print(f"made {made} files in {time.perf_counter() - started:.0f} s",
+          file=sys.stderr)
+    subprocess.run(["chmod", "-R", "a+rX", str(FILES_ROOT)], check=True)
+    return root
+
+
+SUMMARY = re.compile(r"ingested (\d+) spectra from (\d+) files in ([\d.]+) s")
+STAGES = re.compile(r"(read|preprocess|infer|rows|db_write) ([\d.]+) s")
+
+
+def run_import(models: bool) -> dict:
+    """One import of the bench data into empty tables; its figures."""
+    dachs("drop", BENCH_RD, check=False)
+    env = {"RETRSPECT_NO_MODELS": "" if models else "1"}
+    memory = PeakMemory()
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        ["runuser", "-u", "dachsroot", "--", str(VENV_BIN / "dachs"), "imp",
+         BENCH_RD],
+        env={**__import__("os").environ,
+             "PATH": f"{VENV_BIN}:{__import__('os').environ['PATH']}", **env},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
+        errors="replace")
+    memory.watch(process.pid)
+    out, err = process.communicate()
+    wall = time.perf_counter() - started
+    peak = memory.stop()
+    if process.returncode != 0:
+        raise RuntimeError(f"bench import failed:\n{out[-2000:]}{err[-3000:]}")
+    summary = SUMMARY.search(err)
+    spectra, files, pipeline_wall = (int(summary.group(1)),
+                                     int(summary.group(2)),
+                                     float(summary.group(3)))
+    stages = {name: float(value) for name, value in STAGES.findall(err)}
+    return {"models": models, "spectra": spectra, "files": files,
+            "command_wall_s": round(wall, 2),
+            "pipeline_wall_s": pipeline_wall,
+            "spectra_per_s_end_to_end": round(spectra / wall, 1),
+            "spectra_per_s_pipeline": round(spectra / pipeline_wall, 1),
+            "stage_cpu_s": stages, "peak_memory_mb": round(peak, 1)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[20000, 5000])
+    args = parser.parse_args(argv)
+
+    runs = []
+    for n in args.sizes:
+        root = make_files(n)
+        write_bench_rd(root)
+        for models in (False, True):
+            result = run_import(models)
+            result["n"] = n
+            runs.append(result)
+            print(result, file=sys.stderr)
+    dachs("drop", BENCH_RD, check=False)
+
+    largest = max(args.sizes)
+    with_models = next(r for r in runs if r["n"] == largest and r["models"])
+    without = next(r for r in runs if r["n"] == largest and not r["models"])
+    overhead = with_models["command_wall_s"] / without["command_wall_s"] - 1
+    peaks = [r["peak_memory_mb"] for r in runs if r["models"]]
+    figures = {
+        "runs": runs,
+        "largest_n": largest,
+        "end_to_end_spectra_per_s": with_models["spectra_per_s_end_to_end"],
+        "models_overhead_fraction": round(overhead, 3),
+        "peak_memory_mb_by_n": {r["n"]: r["peak_memory_mb"]
+                                for r in runs if r["models"]},
+        "targets": {"spectra_per_s": TARGET_RATE,
+                    "models_overhead": TARGET_OVERHEAD,
+                    "memory": "flat in N"},
+        "met": {"spectra_per_s": with_models["spectra_per_s_end_to_end"]
+                >= TARGET_RATE,
+                "models_overhead": overhead <= TARGET_OVERHEAD,
+                "memory_flat": max(peaks) <= 1.25 * min(peaks)},
+    }
+    print(save("ingest", figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
