@@ -44,8 +44,8 @@ class LatentColumn:
 @lru_cache(maxsize=1)
 def latent_column() -> LatentColumn:
     """The latent column's table, dimension and trained metric (from the RD)."""
-    from gavo import base
-    table = base.caches.getRD(RD_ID).getById(TABLE_ID)
+    from gavo import api
+    table = api.getRD(RD_ID).getById(TABLE_ID)
     column_type = table.getColumnByName("latent").type
     dim = int(re.fullmatch(r"vector\((\d+)\)", column_type).group(1))
     return LatentColumn(table.getQName(), dim, table.getProperty("latentMetric"))
