@@ -81,9 +81,12 @@ ALTER ROLE dachsroot SET maintenance_work_mem = '2GB';
 SQL
 
 # DaCHS configuration: loopback server, our authority.
-if [ ! -f /etc/gavo.rc ] || ! grep -q "serverPort: $PORT\$" /etc/gavo.rc; then
+RC_VERSION=2  # bump when the gavo.rc written below changes
+if [ ! -f /etc/gavo.rc ] || ! grep -q "serverPort: $PORT\$" /etc/gavo.rc \
+    || ! grep -q "^# retrspect gavo.rc v$RC_VERSION\$" /etc/gavo.rc; then
   log "writing /etc/gavo.rc (port $PORT)"
   cat > /etc/gavo.rc <<RC
+# retrspect gavo.rc v$RC_VERSION (written by scripts/setup_system.sh)
 [general]
 rootDir: /var/gavo
 
@@ -99,6 +102,10 @@ authority: retrspect.example
 
 [async]
 maxTAPRunning: 4
+# documented row limits: MAXREC defaults to 10000, nobody gets more than 1M
+# rows (TOP k for kNN included); hitting MAXREC is flagged as OVERFLOW
+defaultMAXREC: 10000
+hardMAXREC: 1000000
 RC
 fi
 # DaCHS fetches the UAT vocabulary from ivoa.net; offline, a stub cache stops the error.

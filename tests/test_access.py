@@ -1,0 +1,111 @@
+"""Access and limits: what a TAP user can and cannot do.
+
+TAP queries run as DaCHS's untrusted role, which may only read; ADQL cannot
+write; row limits are bounded and an overflow is flagged in the VOTable
+(DALI's QUERY_STATUS=OVERFLOW), never a silent truncation.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from conftest import sql
+
+WRITES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
+
+
+def _psql(query: str) -> str:
+    return subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-d",
+                           "gavo", "-tA", "-c", query], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def test_untrusted_role_can_only_read_our_tables():
+    tables = _psql("SELECT schemaname || '.' || tablename FROM pg_tables "
+                   "WHERE schemaname = 'retrspect'").split()
+    assert {"retrspect.raw_data", "retrspect.ml_results"} <= set(tables)
+    for table in tables + ["retrspect.spectra", "ivoa.obscore"]:
+        for privilege in WRITES:
+            assert _psql(f"SELECT has_table_privilege('untrusted', "
+                         f"'{table}', '{privilege}')") == "f", (table, privilege)
+    assert _psql("SELECT has_table_privilege('untrusted', "
+                 "'retrspect.ml_results', 'SELECT')") == "t"
+
+
+def test_tap_queries_run_as_the_untrusted_role(tap):
+    slow = ("SELECT COUNT(*) FROM retrspect.ml_results AS a, "
+            "retrspect.ml_results AS b, retrspect.ml_results AS c "
+            "WHERE a.snr < b.snr AND b.snr < c.snr AND "
+            "gavo_latent_distance(a.latent, c.latent) < 0.5")
+    job = tap.submit_job(slow)
+    job.run()
+    try:
+        users = ""
+        for _ in range(40):
+            users = _psql("SELECT string_agg(DISTINCT usename, ',') FROM "
+                          "pg_stat_activity WHERE query LIKE "
+                          "'%ml_results AS c%' AND pid != pg_backend_pid()")
+            if users:
+                break
+            time.sleep(0.25)
+        assert users == "untrusted"
+    finally:
+        job.abort()
+        job.delete()
+
+
+@pytest.mark.parametrize("adql", [
+    "DELETE FROM retrspect.ml_results",
+    "DROP TABLE retrspect.ml_results",
+    "SELECT obs_id FROM retrspect.ml_results; DELETE FROM retrspect.ml_results",
+    "UPDATE retrspect.ml_results SET ml_class = 'x'",
+])
+def test_adql_cannot_write(tap, db, adql):
+    import pyvo
+    before = sql(db, "SELECT COUNT(*), COUNT(DISTINCT ml_class) "
+                     "FROM retrspect.ml_results")
+    with pytest.raises(pyvo.dal.DALQueryError):
+        tap.search(adql)
+    assert sql(db, "SELECT COUNT(*), COUNT(DISTINCT ml_class) "
+                   "FROM retrspect.ml_results") == before
+
+
+def _status(result) -> str:
+    return str(result.query_status)
+
+
+def test_maxrec_overflow_is_flagged_in_tap(tap):
+    result = tap.search("SELECT obs_id FROM retrspect.spectra", maxrec=5)
+    assert len(result) == 5
+    assert _status(result) == "OVERFLOW"
+    complete = tap.search("SELECT TOP 3 obs_id FROM retrspect.spectra",
+                          maxrec=5)
+    assert len(complete) == 3 and _status(complete) == "OK"
+
+
+def test_knn_k_above_maxrec_is_flagged(tap):
+    from pyvo.dal.exceptions import DALOverflowWarning
+    with pytest.warns(DALOverflowWarning):
+        result = tap.search(
+            "SELECT TOP 50 obs_id FROM retrspect.ml_results ORDER BY "
+            "gavo_spectrum_distance(latent, 'miles_m0028')", maxrec=10)
+    assert len(result) == 10 and _status(result) == "OVERFLOW"
+
+
+def test_ssap_maxrec_overflow(ssa):
+    from pyvo.dal.exceptions import DALOverflowWarning
+    with pytest.warns(DALOverflowWarning):
+        result = ssa.search(maxrec=3)
+    assert len(result) == 3
+    assert _status(result) == "OVERFLOW"
+
+
+def test_limits_are_published(tap, base_url):
+    """The hard and default row limits are in the TAP capabilities."""
+    capability = tap.get_tap_capability()
+    hard = capability.outputlimit.hard
+    default = capability.outputlimit.default
+    assert int(default.content) == 10000
+    assert int(hard.content) == 1000000
