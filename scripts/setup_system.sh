@@ -76,6 +76,9 @@ runuser -u postgres -- psql -q -d gavo <<'SQL'
 ALTER DATABASE gavo SET hnsw.iterative_scan = 'strict_order';
 ALTER DATABASE gavo SET hnsw.ef_search = 100;
 ALTER DATABASE gavo SET hnsw.max_scan_tuples = 200000;
+-- an async TAP worker that is killed (job aborted or over its time) leaves
+-- its query running unless the backend notices the closed connection
+ALTER DATABASE gavo SET client_connection_check_interval = '1s';
 ALTER ROLE gavoadmin SET maintenance_work_mem = '2GB';
 ALTER ROLE dachsroot SET maintenance_work_mem = '2GB';
 SQL
