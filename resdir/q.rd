@@ -389,6 +389,14 @@
     <outputTable>
       <autoCols>accref, obs_id, ssa_targname, ssa_collection, mk_type,
         teff, ssa_redshift, datalink</autoCols>
+      <outputField name="similar" original="ssa_pubDID" tablehead="Similar"
+          description="Browse the spectra most similar to this one">
+        <formatter>
+          return T.a(href=makeAbsoluteURL("\rdId/byexample/form?"
+            + urllib.parse.urlencode({"ID": data, "k": 10,
+              "__nevow_form__": "genForm"})))["similar spectra"]
+        </formatter>
+      </outputField>
       <FEED source="//ssap#atomicCoords"/>
       <outputField original="ssa_specstart" displayHint="spectralUnit=Angstrom"/>
       <outputField original="ssa_specend" displayHint="spectralUnit=Angstrom"/>

@@ -162,3 +162,22 @@ def test_page_shows_neighbours_with_overlay_plots(base_url, browser,
         ) > 100
     assert QUERY_ID in browser.page_source
     browser.save_screenshot(str(tmp_path / "byexample.png"))
+
+
+def test_browse_from_the_spectra_form_to_neighbours(base_url, browser):
+    """The web form's 'similar spectra' link opens the neighbours page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{base_url}/retrspect/q/web/form?ssa_targname=HD004307"
+                "&__nevow_form__=genForm")
+    link = WebDriverWait(browser, 30).until(
+        expected_conditions.element_to_be_clickable(
+            (By.LINK_TEXT, "similar spectra")))
+    link.click()
+    WebDriverWait(browser, 60).until(
+        expected_conditions.presence_of_element_located(
+            (By.CSS_SELECTOR, "img.overlay")))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "img.overlay")) == 10
+    assert QUERY_ID in browser.page_source

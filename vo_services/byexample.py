@@ -170,12 +170,9 @@ def run_core(core, input_table, query_meta):
         raise base.ValidationError(str(err),
                                    "spectrum" if upload else "ID") from None
 
-    # plots only for browsers (the VOTable drops the plot column anyway)
-    response_format = query_meta.get("format")
-    want_plots = (str(response_format).upper() == "HTML"
-                  or response_format is None
-                  and any("html" in mime for mime in query_meta.get("accept")
-                          or {}))
+    # plots only for the HTML form (the VOTable drops the plot column)
+    want_plots = (str(query_meta.get("format")).upper() == "HTML"
+                  or "__nevow_form__" in query_meta.ctxArgs)
     inputs_dir = base.getConfig("inputsDir")
     rows = []
     for rank, row in enumerate(neighbours, start=1):
