@@ -76,6 +76,12 @@ def link_resdir(resdir: Path) -> Path:
     resdir = resdir.resolve()
     if not (resdir / "q.rd").exists():
         raise ServerError(f"{resdir} has no q.rd")
+    if os.geteuid() == 0 and subprocess.run(
+            ["runuser", "-u", "gavo", "--", "test", "-r", str(resdir / "q.rd")]
+    ).returncode != 0:
+        raise ServerError(f"{resdir} is not readable by the DaCHS server's "
+                          "user 'gavo'; check out retrspect where every user "
+                          "can read it (not under /root)")
     link = GAVO_ROOT / "inputs" / RD_DIR
     if link.is_symlink() and link.resolve() == resdir:
         return link
