@@ -168,10 +168,13 @@ class Spectrum:
         if self.ivar is not None:
             arrays["ivar"] = self.ivar
         check_lengths(path, arrays)
-        if self.wavelength.ndim != 1:
-            raise ReaderError(path, f"wavelength has {self.wavelength.ndim} "
-                              "dimensions, expected 1")
+        for name, values in arrays.items():
+            if np.ndim(values) != 1:
+                raise ReaderError(path, f"{name} has {np.ndim(values)} "
+                                  "dimensions, expected 1")
         wave = self.wavelength.value
+        if wave.size == 0:
+            raise ReaderError(path, "the spectrum has no pixels")
         if not np.all(np.isfinite(wave)):
             raise ReaderError(path, f"wavelength has {np.sum(~np.isfinite(wave))} "
                               "non-finite values")
@@ -188,7 +191,8 @@ class Spectrum:
         flux = self.flux.value
         finite = np.isfinite(flux)
         if not np.any(finite):
-            raise ReaderError(path, "flux is all NaN")
+            raise ReaderError(path, "flux is all NaN" if np.all(np.isnan(flux))
+                              else "flux has no finite values (NaN or infinite)")
         if np.all(flux[finite] == 0):
             raise ReaderError(path, "flux is all zero")
         if self.ivar is not None:
