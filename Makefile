@@ -21,3 +21,13 @@ test: deploy
 
 stop:
 	$(VENV)/bin/retrspect serve stop
+
+.PHONY: bench-ingest bench-knn bench-load
+bench-ingest: deploy
+	$(VENV)/bin/python tests/benchmarks/bench_ingest.py
+
+bench-knn: deploy
+	$(VENV)/bin/python tests/benchmarks/bench_knn.py
+
+bench-load: deploy
+	$(VENV)/bin/python tests/benchmarks/bench_load.py
