@@ -37,7 +37,6 @@ __all__ = [
     "MIN_COVERAGE",
     "MODEL_GRID",
     "NORMALISATION",
-    "VELOCITY_GRID",
     "Grid",
     "air_to_vacuum",
     "gaussian_blur",
@@ -46,6 +45,7 @@ __all__ = [
     "prepare_arrays",
     "prepare_batch",
     "rebin",
+    "vacuum_to_air",
     "vacuum_wavelength",
 ]
 
@@ -100,6 +100,26 @@ def air_to_vacuum(wavelength: u.Quantity) -> u.Quantity:
          + 1.599740894897e-4 / (3.892568793293e1 - sigma2))
     vacuum = np.where(air > 2000.0, air * n, air)
     return (vacuum * u.AA).to(unit)
+
+
+def vacuum_to_air(wavelength: u.Quantity) -> u.Quantity:
+    """Inverse of :func:`air_to_vacuum` (to 1e-8 relative, by iteration).
+
+    Parameters
+    ----------
+    wavelength : Quantity, shape (N,)
+        Vacuum wavelengths (any length unit).
+
+    Returns
+    -------
+    Quantity, shape (N,)
+        Air wavelengths in the unit of the input.
+    """
+    vacuum = wavelength.to_value(u.AA)
+    air = vacuum.copy()
+    for _ in range(3):
+        air = air * vacuum / air_to_vacuum(air * u.AA).value
+    return (air * u.AA).to(wavelength.unit)
 
 
 def vacuum_wavelength(spectrum) -> u.Quantity:
@@ -197,14 +217,12 @@ class Grid:
             raise ValueError(f"not a grid: {text!r} ({err})") from err
 
 
-#: The grid of the VAE and the classifier: 3600-7400 A (vacuum), which
-#: MILES, STELIB, MaNGA/SDSS and LAMOST all cover, in 2048 pixels of
-#: 105 km/s, blurred to R = 2000 when a spectrum is sharper.
+#: The grid of all three shipped models: 3600-7400 A (vacuum), which MILES,
+#: STELIB, MaNGA/SDSS and LAMOST all cover, in 2048 pixels of 105.5 km/s,
+#: blurred to R = 2000 when a spectrum is sharper.  Ingest prepares each
+#: spectrum once for all models.
 MODEL_GRID = Grid.spanning(3600.0, 7400.0, 2048, resolving_power=2000.0)
 
-#: The grid of the velocity model: the same range in 4096 pixels of 52.6
-#: km/s (the sampling of MILES), no resolution matching.
-VELOCITY_GRID = Grid.spanning(3600.0, 7400.0, 4096)
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,97 @@
+"""ONNX Runtime against eager torch on CPU, in one run, written to a file.
+
+For each shipped model: the same batch of 256 prepared real spectra, the
+same thread count (2), torch in ``inference_mode``, ONNX Runtime with all
+graph optimisations; the median of several timed repetitions after warm-up.
+The ratio torch / ONNX is the speed-up.  The sum over the models is the
+per-spectrum inference cost ingest pays.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _median_time(fn, repeats, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), times
+
+
+def benchmark(models, flux, weight, *, threads=2, repeats=15, out=None):
+    """Time each (name, torch module, onnx path) on one batch.
+
+    Parameters
+    ----------
+    models : list of (name, torch.nn.Module, path)
+    flux, weight : ndarray (batch, npix)
+    threads : int
+    repeats : int
+    out : path, optional
+        JSON file to write.
+
+    Returns
+    -------
+    dict
+    """
+    import onnxruntime as ort
+    import torch
+
+    torch.set_num_threads(threads)
+    batch = len(flux)
+    result = {"batch": batch, "threads": threads, "repeats": repeats,
+              "torch": torch.__version__, "onnxruntime": ort.__version__,
+              "machine": platform.processor() or platform.machine(),
+              "models": {}}
+    total_onnx = total_torch = 0.0
+    tf, tw = torch.as_tensor(flux), torch.as_tensor(weight)
+    feed = {"flux": np.asarray(flux, np.float32), "weight": np.asarray(weight, np.float32)}
+    for name, module, path in models:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        module.eval()
+
+        def run_torch():
+            with torch.inference_mode():
+                module(tf, tw)
+
+        # interleave the two so that load from other processes hits both alike
+        t_onnx, t_torch = [], []
+        for _ in range(3):
+            t_onnx.append(_median_time(lambda: session.run(None, feed), repeats // 3)[0])
+            t_torch.append(_median_time(run_torch, repeats // 3)[0])
+        onnx_s, torch_s = float(np.median(t_onnx)), float(np.median(t_torch))
+        total_onnx += onnx_s
+        total_torch += torch_s
+        result["models"][name] = {
+            "file": Path(path).name,
+            "onnx_ms_per_batch": 1e3 * onnx_s,
+            "torch_ms_per_batch": 1e3 * torch_s,
+            "onnx_ms_per_spectrum": 1e3 * onnx_s / batch,
+            "torch_ms_per_spectrum": 1e3 * torch_s / batch,
+            "speedup_torch_over_onnx": torch_s / onnx_s,
+        }
+    result["all_models"] = {
+        "onnx_ms_per_spectrum": 1e3 * total_onnx / batch,
+        "torch_ms_per_spectrum": 1e3 * total_torch / batch,
+        "speedup_torch_over_onnx": total_torch / total_onnx,
+        "budget_ms_per_spectrum": 0.5,
+    }
+    if out:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+    return result

@@ -1,0 +1,279 @@
+"""``retrspect train | export | analyse``: reproduce the shipped models.
+
+Each function takes the command's arguments (a list of strings), parses
+them with its own argparse and returns an exit code; ``ingest.cli``
+dispatches to them and imports this module only for these commands.
+
+* ``train``: read the bundled spectra, split by star, train the VAE and the
+  classifier, build the velocity templates, compute every held-out metric,
+  save checkpoints (with metrics and loss histories) in the work directory;
+* ``export``: ONNX files with metadata and hashed names into ``models/``,
+  checked against torch on held-out real spectra (max |difference| 1e-4);
+* ``analyse``: latent-space analysis (MAD rule, I(x; z), MI with Teff,
+  log g, [Fe/H], RV), plots under ``models/plots/``, the ONNX-vs-torch
+  benchmark under ``models/benchmarks/``, and a model card per model under
+  ``models/cards/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+DEFAULT_WORKDIR = REPO_DIR / "build" / "models"
+NAMES = ("vae", "classifier", "velocity")
+TOLERANCE = 1e-4
+
+
+def _common(parser):
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
+                        help="checkpoints and intermediate results "
+                             f"(default: {DEFAULT_WORKDIR})")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch / ONNX Runtime threads (default: 2)")
+    return parser
+
+
+def _log(message):
+    print(f"[models] {message}", flush=True)
+
+
+# --------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------
+
+def train(argv) -> int:
+    """Train all (or some) models and store checkpoints with held-out metrics."""
+    parser = _common(argparse.ArgumentParser(
+        prog="retrspect train", description=train.__doc__))
+    parser.add_argument("--only", choices=NAMES, action="append",
+                        help="train only this model (repeatable)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny epochs and pools (a smoke test, not the shipped models)")
+    args = parser.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    from dataclasses import asdict
+
+    from models import data as D
+    from models import evaluate as E
+    from models import train as T
+    from models import velocity as V
+
+    started = time.perf_counter()
+    cfg = T.TrainConfig()
+    if args.seed is not None:
+        cfg.seed = args.seed
+    if args.quick:
+        cfg.vae_epochs = cfg.clf_epochs = 2
+        cfg.vae_pool = cfg.clf_pool = 256
+        cfg.galaxy_templates = cfg.qso_templates = 20
+    which = args.only or list(NAMES)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    items = D.load_catalogue(progress=True)
+    splits = {i.obs_id: {"split": i.split, "star_id": i.star_id, "label": i.label,
+                         "collection": i.collection} for i in items}
+    (args.workdir / "splits.json").write_text(json.dumps(splits, indent=0, sort_keys=True))
+    _log(f"{len(items)} real spectra; " + ", ".join(
+        f"{s}: {sum(i.split == s for i in items)}" for s in ("train", "val", "test")))
+    common = {"config": asdict(cfg), "splits": split_summary(items)}
+
+    if "vae" in which:
+        t0 = time.perf_counter()
+        model, history = T.train_vae(items, cfg)
+        metrics = E.public(E.vae_metrics(model, items))
+        metrics["baseline_flux_knn"] = E.flux_knn(items)
+        T.save_checkpoint(args.workdir / "vae.pt", model, name="vae", config=common,
+                          history=history, metrics=metrics,
+                          extra={"seconds": time.perf_counter() - t0})
+        knn = metrics["knn_k5_l2"]
+        _log(f"vae: kNN(k=5) on {knn['n_queries']} held-out MILES stars: "
+             f"|dTeff|/Teff {100 * knn['teff_median_rel_error']:.2f}% (target 3%), "
+             f"log g MAE {knn['logg_mae']:.3f} (0.3), [Fe/H] MAE {knn['feh_mae']:.3f} (0.25)")
+
+    if "classifier" in which:
+        t0 = time.perf_counter()
+        model, history = T.train_classifier(items, cfg)
+        rng = T.seed_everything(cfg.seed + 2)
+        flux, weight, labels = T.validation_set(items, cfg, rng)
+        temperature, nll = T.fit_temperature(model, flux, weight, labels)
+        metrics = E.public(E.classifier_metrics(model, items))
+        metrics["validation_nll"] = nll
+        T.save_checkpoint(args.workdir / "classifier.pt", model, name="classifier",
+                          config=common, history=history, metrics=metrics,
+                          extra={"seconds": time.perf_counter() - t0})
+        _log(f"classifier: held-out star accuracy {metrics['test_star_accuracy']:.3f} "
+             f"(main class {metrics['test_star_main_class_accuracy']:.3f}, target 0.90); "
+             f"real galaxies/QSOs {metrics['real_extragalactic_correct']}/"
+             f"{metrics['real_extragalactic_total']} "
+             f"({metrics['real_extragalactic_correct_with_coverage']}/"
+             f"{metrics['real_extragalactic_with_coverage']} that overlap the grid); T = {temperature:.2f}")
+
+    if "velocity" in which:
+        t0 = time.perf_counter()
+        rng = T.seed_everything(cfg.seed + 3)
+        scanner, summary = V.build_scanner(items, rng, n_synthetic=40 if args.quick else 200)
+        floor = E.calibrate_velocity(scanner, items, cfg.seed + 4)
+        raw = E.velocity_metrics(scanner, items, cfg.seed + 5)
+        metrics = E.public(raw)
+        metrics["systematic_floor_kms"] = floor
+        metrics["templates"] = summary
+        T.save_checkpoint(args.workdir / "velocity.pt", scanner, name="velocity",
+                          config=common, history=[], metrics=metrics,
+                          extra={"seconds": time.perf_counter() - t0})
+        np_save_arrays(args.workdir / "velocity_injections.npz", raw)
+        fgk = metrics["fgk_snr50"]
+        _log(f"velocity: injected RVs, held-out FGK MILES stars at S/N 50: robust sigma "
+             f"{fgk['robust_sigma_kms']:.2f} km/s, std {fgk['std_kms']:.2f} (target 5); "
+             f"MaNGA {metrics['manga']['within_5e-4']}/{metrics['manga']['n']} within 5e-4")
+    _log(f"train took {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def split_summary(items):
+    """Counts per split, collection and class (for the cards)."""
+    out = {}
+    for item in items:
+        key = f"{item.split}/{item.collection}"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def np_save_arrays(path, metrics):
+    """The raw arrays (keys '_...') of the velocity metrics, for plots."""
+    import numpy as np
+    arrays = {}
+    for name, block in metrics.items():
+        if isinstance(block, dict):
+            for key, value in block.items():
+                if key.startswith("_"):
+                    arrays[f"{name}{key}"] = np.asarray(value)
+    np.savez_compressed(path, **arrays)
+
+
+# --------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------
+
+TRAINING_DATA = {
+    "vae": ("MILES and STELIB stars of the train split (split by star: a star's MILES "
+            "and STELIB spectra share a split), augmented (RV, noise, blur, sampling, "
+            "air/vacuum, coverage, calibration tilt, cosmics), plus synthetic galaxies "
+            "from sdss-mangadap stellar-population models (bc03, MIUSCAT, M11, BPASS) "
+            "and synthetic quasars; no labels used"),
+    "classifier": ("MILES and STELIB stars of the train split with MK classes (emission-"
+                   "line stars from H-alpha emission or Wolf-Rayet type, plus Balmer "
+                   "emission added to training stars), galaxies from stellar-population "
+                   "models with nebular lines, synthetic quasars; all augmented; "
+                   "temperature fitted on the validation split"),
+    "velocity": ("k-means templates of train-split MILES/STELIB stars (24), of synthetic "
+                 "galaxies from MIUSCAT/M11/BC03 stellar populations (8) and of synthetic "
+                 "quasars (2); systematic floor from validation stars"),
+}
+
+
+def export(argv) -> int:
+    """Export the trained checkpoints to ONNX (metadata, hashed names) and
+    check ONNX against torch on held-out real spectra."""
+    parser = _common(argparse.ArgumentParser(
+        prog="retrspect export", description=export.__doc__))
+    parser.add_argument("--out", type=Path, default=PACKAGE_DIR,
+                        help=f"where the .onnx files go (default: {PACKAGE_DIR})")
+    parser.add_argument("--version", default="1.0.0")
+    args = parser.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+
+    from ingest.preprocess import MODEL_GRID
+    from models import data as D
+    from models import evaluate as E
+    from models import export as X
+    from models import train as T
+
+    items = D.load_catalogue()
+    check_items = [i for i in items if i.split == "test"]
+    flux, weight = E.prepared(check_items)
+    report = {}
+    failed = False
+    for name in NAMES:
+        path = args.workdir / f"{name}.pt"
+        if not path.exists():
+            _log(f"{name}: no checkpoint at {path}; run `retrspect train` first")
+            failed = True
+            continue
+        ckpt = T.load_checkpoint(path)
+        model = ckpt["model"].eval()
+        metrics = dict(ckpt["metrics"])
+        extra = {}
+        if name == "vae":
+            extra = {"latent_dim": model.latent_dim, "metric": "l2"}
+        elif name == "classifier":
+            extra = {"labels": json.dumps(list(D.CLASSES))}
+        out = X.export(model, name, MODEL_GRID, args.out, version=args.version,
+                       training_data=TRAINING_DATA[name], metrics=_card_metrics(name, metrics),
+                       extra=extra)
+        diffs = X.compare_with_torch(model, out, flux, weight, threads=args.threads)
+        worst = max(v for k, v in diffs.items() if k != "max_relative")
+        ok = worst <= TOLERANCE or diffs["max_relative"] <= TOLERANCE
+        failed |= not ok
+        size = out.stat().st_size
+        report[name] = {"file": out.name, "bytes": size, "max_abs_difference": diffs,
+                        "n_spectra": len(flux), "within_tolerance": ok}
+        _log(f"{name}: {out.name} ({size / 1e6:.2f} MB); ONNX vs torch on "
+             f"{len(flux)} held-out spectra: max |diff| {worst:.2e} "
+             f"(relative {diffs['max_relative']:.2e}) {'OK' if ok else 'TOO LARGE'}")
+    (args.out / "benchmarks").mkdir(exist_ok=True)
+    (args.out / "benchmarks" / "onnx_vs_torch_outputs.json").write_text(
+        json.dumps({"tolerance": TOLERANCE, "models": report}, indent=1) + "\n")
+    return 1 if failed else 0
+
+
+def _card_metrics(name, metrics):
+    """The headline metrics that go into the ONNX metadata."""
+    if name == "vae":
+        keep = ("knn_k5_l2", "knn_k5_cosine", "test_stars_reconstruction_l1_median",
+                "test_stars_anomaly_median", "test_stars_anomaly_p95",
+                "galaxies_anomaly_median", "qsos_anomaly_median", "baseline_flux_knn")
+    elif name == "classifier":
+        keep = ("test_star_accuracy", "test_star_main_class_accuracy",
+                "test_star_main_class_within_one", "n_test_stars", "per_class_recall",
+                "expected_calibration_error", "temperature", "real_extragalactic_correct",
+                "real_extragalactic_total", "real_extragalactic_correct_with_coverage",
+                "real_extragalactic_with_coverage")
+    else:
+        keep = ("fgk_snr50", "oba_snr50", "m_snr50", "systematic_floor_kms")
+        out = {k: metrics[k] for k in keep if k in metrics}
+        manga = metrics.get("manga", {})
+        out["manga"] = {k: manga.get(k) for k in ("n", "within_5e-4", "abs_dz_median")}
+        return out
+    return {k: metrics[k] for k in keep if k in metrics}
+
+
+# --------------------------------------------------------------------------
+# analyse
+# --------------------------------------------------------------------------
+
+def analyse(argv) -> int:
+    """Latent-space analysis, plots, benchmark and model cards from the
+    shipped ONNX files (and the checkpoints' histories and full metrics)."""
+    parser = _common(argparse.ArgumentParser(
+        prog="retrspect analyse", description=analyse.__doc__))
+    parser.add_argument("--models-dir", type=Path, default=PACKAGE_DIR,
+                        help=f"directory of the shipped .onnx files (default: {PACKAGE_DIR})")
+    parser.add_argument("--no-benchmark", action="store_true",
+                        help="skip the ONNX Runtime vs torch timing")
+    args = parser.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    from models import report
+
+    started = time.perf_counter()
+    results = report.analyse(args.models_dir, args.workdir, threads=args.threads,
+                             benchmark=not args.no_benchmark, log=_log)
+    _log(f"analyse took {time.perf_counter() - started:.0f} s; "
+         f"{len(results['plots'])} plots, {len(results['cards'])} cards")
+    return 0

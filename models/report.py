@@ -1,0 +1,218 @@
+"""``retrspect analyse``: analysis of the shipped models, plots, benchmark, cards.
+
+Everything here runs the *shipped ONNX files* (ONNX Runtime, CPU), so the
+plots and cards describe exactly what ingest runs.  The checkpoints in the
+work directory add what ONNX files do not hold: loss histories, the full
+metric dictionaries, and the torch modules the benchmark compares against.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ingest.preprocess import C_KMS, MODEL_GRID
+from models import analysis as A
+from models import data as D
+from models import evaluate as E
+from models import export as X
+
+PARAMETERS = ("Teff", "log g", "[Fe/H]", "RV")
+
+
+class OnnxModel:
+    """An ONNX Runtime session callable like the torch modules (numpy out)."""
+
+    def __init__(self, path, threads=2):
+        self.path = Path(path)
+        self.meta = X.describe(path)
+        self.session = X.session(path, threads=threads)
+
+    def __call__(self, flux, weight):
+        return self.session.run(None, {"flux": np.asarray(flux, np.float32),
+                                       "weight": np.asarray(weight, np.float32)})
+
+
+def run(model, flux, weight, batch=256):
+    outs = [model(flux[s:s + batch], weight[s:s + batch]) for s in range(0, len(flux), batch)]
+    return [np.concatenate([o[i] for o in outs]) for i in range(len(outs[0]))]
+
+
+def _load_checkpoints(workdir):
+    from models.train import load_checkpoint
+    out = {}
+    for name in ("vae", "classifier", "velocity"):
+        path = Path(workdir) / f"{name}.pt"
+        if path.exists():
+            out[name] = load_checkpoint(path)
+    return out
+
+
+def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
+    """Run the analysis; return a dict with the written plots and cards."""
+    models_dir = Path(models_dir)
+    plots_dir = models_dir / "plots"
+    cards_dir = models_dir / "cards"
+    bench_dir = models_dir / "benchmarks"
+    started = time.perf_counter()
+    files = {}
+    for kind in ("vae", "classifier", "velocity"):
+        found = X.shipped(models_dir, kind)
+        if len(found) != 1:
+            raise RuntimeError(f"expected one shipped {kind} model in {models_dir}, "
+                               f"found {[p.name for p in found]}")
+        files[kind] = found[0]
+    models = {kind: OnnxModel(path, threads) for kind, path in files.items()}
+    checkpoints = _load_checkpoints(workdir)
+    items = D.load_catalogue()
+    flux, weight = E.prepared(items)
+    log(f"analyse: {len(items)} real spectra prepared")
+
+    # ---- VAE: informative dimensions and mutual information ------------
+    mean, logvar, rec, anomaly = run(models["vae"], flux, weight)
+    stars = np.array([i.kind == "star" for i in items])
+    mad_values, mad_informative = A.mad_rule(mean[stars])
+    information = A.latent_information(mean[stars], logvar[stars])
+    info_informative = information > A.INFORMATION_THRESHOLD
+    labelled = np.array([i.kind == "star" and bool(i.teff) and i.logg is not None
+                         and i.feh is not None for i in items])
+    params = np.array([[i.teff, i.logg, i.feh] for i, ok in zip(items, labelled) if ok], float)
+    z_lab = mean[labelled]
+    # RV: the libraries are in the rest frame, so inject known velocities
+    rng = np.random.default_rng(7)
+    star_items = [i for i in items if i.kind == "star"]
+    rv = rng.uniform(-300, 300, len(star_items))
+    shifted = [D.observe(i.wave, i.flux, i.good, D.Observation(z=float(D.velocity_to_z(v))),
+                         rng, native_r=i.spectrum.meta["resolving_power"])
+               for i, v in zip(star_items, rv)]
+    fs = np.zeros((len(shifted), MODEL_GRID.npix), np.float32)
+    ws = np.zeros_like(fs)
+    for row, s in enumerate(shifted):
+        fs[row], ws[row] = D.prepare_observed(s)
+    z_rv = run(models["vae"], fs, ws)[0]
+    mi_ksg = np.column_stack([A.mi_table(z_lab, params, PARAMETERS[:3]),
+                              A.mi_table(z_rv, rv[:, None], ["RV"])])
+    mi_hist = np.column_stack([A.mi_table(z_lab, params, PARAMETERS[:3], estimator="hist"),
+                               A.mi_table(z_rv, rv[:, None], ["RV"], estimator="hist")])
+    log(f"analyse: latent dimensions informative by MAD > 0.02: {int(mad_informative.sum())}, "
+        f"by I(x;z) > {A.INFORMATION_THRESHOLD} bit: {int(info_informative.sum())}")
+
+    order = np.argsort(-information)
+    plots = {}
+    teff = params[:, 0]
+    plots["latent_pairs"] = A.plot_latent_pairs(
+        z_lab, teff, order[:5], plots_dir / "latent_pairs.png",
+        title="VAE latent means of real stars (5 dims with most I(x;z))")
+    plots["mi_heatmap"] = A.plot_mi_heatmap(
+        mi_ksg, list(PARAMETERS), order, mad_values, information,
+        plots_dir / "mi_heatmap.png", title="MI (KSG, bits): latent dim x parameter")
+    examples = _reconstruction_examples(items, flux, weight, rec, anomaly)
+    plots["reconstructions"] = A.plot_reconstructions(
+        MODEL_GRID.wavelength, examples, plots_dir / "reconstructions.png")
+
+    # ---- classifier --------------------------------------------------------
+    clf_metrics = E.classifier_metrics(_TorchLike(models["classifier"]), items)
+    plots["confusion"] = A.plot_confusion(
+        clf_metrics["confusion_matrix"], D.CLASSES, plots_dir / "confusion.png",
+        title=f"held-out real spectra: star accuracy {clf_metrics['test_star_accuracy']:.3f}")
+
+    # ---- velocity ----------------------------------------------------------
+    vel_ckpt = checkpoints.get("velocity")
+    injections = Path(workdir) / "velocity_injections.npz"
+    if vel_ckpt is not None and injections.exists():
+        arrays = np.load(injections)
+        plots["velocity"] = A.plot_velocity(
+            arrays["fgk_snr50_delta"], arrays["fgk_snr50_truth"],
+            vel_ckpt["metrics"]["manga"]["spaxels"], plots_dir / "velocity.png",
+            title="held-out FGK MILES stars, injected RV at S/N 50; MaNGA spaxels")
+    histories = {n: c["history"] for n, c in checkpoints.items() if c.get("history")}
+    if histories:
+        plots["training"] = A.plot_training(histories, plots_dir / "training.png")
+
+    analysis = {
+        "n_stars": int(stars.sum()), "n_labelled": int(labelled.sum()),
+        "latent_dim": int(mean.shape[1]),
+        "mad": mad_values.tolist(), "mad_informative": np.flatnonzero(mad_informative).tolist(),
+        "information_bits": information.tolist(),
+        "information_informative": np.flatnonzero(info_informative).tolist(),
+        "parameters": list(PARAMETERS),
+        "mi_ksg_bits": mi_ksg.tolist(), "mi_histogram_bits": mi_hist.tolist(),
+        "classifier_onnx": E.public(clf_metrics),
+    }
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    (plots_dir / "latent_analysis.json").write_text(json.dumps(analysis, indent=1) + "\n")
+
+    # ---- benchmark ----------------------------------------------------------
+    bench = None
+    if benchmark and all(n in checkpoints for n in files):
+        from models.benchmark import benchmark as run_benchmark
+        pick = np.random.default_rng(0).choice(len(flux), 256, replace=len(flux) < 256)
+        bench = run_benchmark([(n, checkpoints[n]["model"], files[n]) for n in files],
+                              flux[pick], weight[pick], threads=threads,
+                              out=bench_dir / "onnx_vs_torch.json")
+        log(f"benchmark: ONNX {bench['all_models']['onnx_ms_per_spectrum']:.3f} ms/spectrum "
+            f"for all models, torch {bench['all_models']['torch_ms_per_spectrum']:.3f}; "
+            f"speed-up {bench['all_models']['speedup_torch_over_onnx']:.2f}x")
+    elif (bench_dir / "onnx_vs_torch.json").exists():
+        bench = json.loads((bench_dir / "onnx_vs_torch.json").read_text())
+
+    from models import cards
+    equality = bench_dir / "onnx_vs_torch_outputs.json"
+    written = cards.write_all(cards_dir, files, models, checkpoints, analysis, bench,
+                              json.loads(equality.read_text()) if equality.exists() else None)
+    for path in list(plots.values()):
+        size = Path(path).stat().st_size
+        if size > 300_000:
+            log(f"warning: {Path(path).name} is {size / 1e3:.0f} kB")
+    log(f"analyse: done in {time.perf_counter() - started:.0f} s")
+    return {"plots": plots, "cards": written, "analysis": analysis, "benchmark": bench}
+
+
+class _TorchLike:
+    """Lets evaluate.run (which wants a torch-style module) call an OnnxModel."""
+
+    def __init__(self, model):
+        self.model = model
+        self.temperature = float(json.loads(model.meta["metrics"] if isinstance(
+            model.meta["metrics"], str) else json.dumps(model.meta["metrics"])).get(
+            "temperature", float("nan")))
+
+    def __call__(self, flux, weight):
+        import torch
+        out = self.model(np.asarray(flux), np.asarray(weight))
+        return [torch.as_tensor(o) for o in out]
+
+
+def _reconstruction_examples(items, flux, weight, rec, anomaly):
+    """A few held-out spectra of different kinds for the reconstruction plot."""
+    wanted = []
+
+    def first(predicate):
+        for n, item in enumerate(items):
+            if predicate(item) and n not in wanted:
+                return n
+        return None
+
+    for pick in (
+        lambda i: i.split == "test" and i.collection == "MILES" and i.label == "A",
+        lambda i: i.split == "test" and i.collection == "MILES" and i.label == "G",
+        lambda i: i.split == "test" and i.collection == "MILES" and i.label == "M",
+        lambda i: i.split == "test" and i.collection == "STELIB" and i.label == "K",
+        lambda i: i.collection == "MaNGA",
+        lambda i: i.obs_id == "linetools_sdssj2202_1236",
+    ):
+        n = first(pick)
+        if n is not None:
+            wanted.append(n)
+    out = []
+    for n in wanted:
+        item = items[n]
+        label = f"{item.obs_id} ({item.label or item.kind}, {item.split})"
+        out.append((label, flux[n], weight[n], rec[n], float(anomaly[n])))
+    return out
+
+
+def redshift_kms(z):
+    return np.asarray(z) * C_KMS

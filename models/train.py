@@ -1,0 +1,406 @@
+"""Training: augmented samples, the VAE and classifier loops, checkpoints.
+
+Every training sample is made by :func:`models.data.observe` (an
+archive-like copy of a rest-frame spectrum) and put on the grid by
+:func:`ingest.preprocess.prepare` - the function ingest runs - through
+:func:`models.data.prepare_observed`.
+
+Seeds are fixed (numpy ``default_rng(seed)``, ``torch.manual_seed``);
+``torch.set_num_threads`` is set by the caller (the CLI uses 2).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ingest.preprocess import MODEL_GRID
+from models import data as D
+from models.nets import SpectrumClassifier, SpectrumVAE
+
+CLASS_INDEX = {name: n for n, name in enumerate(D.CLASSES)}
+
+
+@dataclass
+class TrainConfig:
+    """Sizes and schedules (defaults fit the 30-minute, 2-core budget)."""
+
+    seed: int = 20240601
+    latent_dim: int = 32
+    kl_weight: float = 1.0
+    l1_scale: float = 0.02
+    vae_epochs: int = 24
+    vae_pool: int = 6144
+    vae_refresh: float = 0.34
+    clf_epochs: int = 24
+    clf_pool: int = 6144
+    clf_refresh: float = 0.34
+    batch: int = 128
+    lr: float = 2e-3
+    heads: int = 4
+    galaxy_templates: int = 400
+    qso_templates: int = 400
+    star_rv_sigma: float = 60.0
+    vae_strength: float = 1.0
+    vae_min_snr: float = 5.0
+    extra: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------
+# Sample makers
+# --------------------------------------------------------------------------
+
+class Material:
+    """Rest-frame training material: train-split stars, synthetic galaxies
+    and quasars, Be-like emission stars.  Made once per training run."""
+
+    def __init__(self, items, rng, cfg: TrainConfig, *, split="train"):
+        self.rng = rng
+        self.cfg = cfg
+        self.stars = [i for i in items if i.kind == "star" and i.split == split]
+        self.labelled = [i for i in self.stars if i.label]
+        ssps = D.ssp_library()
+        self.galaxies = [D.synthetic_galaxy(rng, ssps) for _ in range(cfg.galaxy_templates)]
+        self.qsos = []
+        for _ in range(cfg.qso_templates):
+            z = float(rng.uniform(0.1, 4.5))
+            self.qsos.append((z, D.synthetic_qso(rng, z)))
+        counts = {}
+        for item in self.labelled:
+            counts[item.label] = counts.get(item.label, 0) + 1
+        self.class_counts = counts
+        # Emission-line stars: real ones plus hot/cool stars with Balmer
+        # emission added.
+        self.emission_hosts = [i for i in self.labelled if i.label in ("O", "B", "A", "F", "M", "K")]
+
+    # -- observations ------------------------------------------------------
+
+    def observed(self, source, obs, native_r=None):
+        """(flux, weight) of one observation of a rest-frame (wave, flux, good)."""
+        spectrum = D.observe(*source, obs, self.rng, native_r=native_r)
+        return D.prepare_observed(spectrum)
+
+    def random_source(self, weights):
+        """A random rest-frame source: (kind, source tuple, native_r, label, z)."""
+        kind = self.rng.choice(len(weights), p=weights)
+        rng = self.rng
+        if kind == 0:
+            item = self.stars[rng.integers(len(self.stars))]
+            return "star", (item.wave, item.flux, item.good), \
+                item.spectrum.meta["resolving_power"], item.label, None
+        if kind == 1:
+            g = self.galaxies[rng.integers(len(self.galaxies))]
+            z = float(rng.uniform(0.0, 0.3) if rng.random() < 0.8 else rng.uniform(0.3, 0.5))
+            return "galaxy", (g.wave, g.flux, g.good), None, "galaxy", z
+        z, q = self.qsos[rng.integers(len(self.qsos))]
+        return "qso", (q.wave, q.flux, q.good), None, "qso", z
+
+
+def vae_pair(material: Material, rng, shares=(0.8, 0.12, 0.08)):
+    """One VAE sample: (input flux, input weight, target flux, target mask).
+
+    The target is the same observation without noise, calibration tilt,
+    cuts, gaps or cosmic rays (a denoising, inpainting objective), scaled to
+    the input's normalisation over the pixels both cover.
+    """
+    cfg = material.cfg
+    kind, source, native_r, _, z = material.random_source(np.array(shares))
+    strength = float(rng.uniform(0.0, cfg.vae_strength))
+    if kind == "star":
+        v = float(np.clip(rng.normal(0, cfg.star_rv_sigma), -600, 600))
+        z = float(D.velocity_to_z(v))
+    obs = D.random_observation(rng, z=z, strength=strength, native_r=native_r,
+                               snr_range=(cfg.vae_min_snr, 300.0))
+    flux, weight = material.observed(source, obs, native_r)
+    clean = D.Observation(z=obs.z, resolving_power=obs.resolving_power,
+                          medium=obs.medium, resample=obs.resample)
+    target, target_weight = material.observed(source, clean, native_r)
+    both = (weight > 0) & (target_weight > 0)
+    if both.sum() > 10:
+        scale = np.median(target[both]) / max(np.median(flux[both]), 1e-6)
+        if np.isfinite(scale) and scale > 0:
+            target = target / scale
+    return flux, weight, target.astype(np.float32), (target_weight > 0).astype(np.float32)
+
+
+def classifier_sample(material: Material, rng):
+    """One classifier sample: (flux, weight, class index)."""
+    # class shares: stars by sqrt(count), emission stars, galaxies, QSOs
+    star_classes = [c for c in D.STAR_CLASSES if material.class_counts.get(c)]
+    star_share = np.array([math.sqrt(material.class_counts[c]) for c in star_classes])
+    star_share = 0.72 * star_share / star_share.sum()
+    shares = np.concatenate([star_share, [0.1, 0.1, 0.08]])
+    choice = rng.choice(len(shares), p=shares / shares.sum())
+    strength = float(rng.uniform(0.2, 1.2))
+    if choice < len(star_classes):
+        label = star_classes[choice]
+        pool = [i for i in material.labelled if i.label == label]
+        item = pool[rng.integers(len(pool))]
+        source = (item.wave, item.flux, item.good)
+        native_r = item.spectrum.meta["resolving_power"]
+        z = float(D.velocity_to_z(np.clip(rng.normal(0, 80), -600, 600)))
+    elif choice == len(star_classes):
+        label = "emission_line_star"
+        real = [i for i in material.labelled if i.label == label]
+        if real and rng.random() < 0.5:
+            item = real[rng.integers(len(real))]
+            source = (item.wave, item.flux, item.good)
+        else:
+            host = material.emission_hosts[rng.integers(len(material.emission_hosts))]
+            t = D.emission_star(rng, host)
+            source = (t.wave, t.flux, t.good)
+            item = host
+        native_r = item.spectrum.meta["resolving_power"]
+        z = float(D.velocity_to_z(np.clip(rng.normal(0, 80), -600, 600)))
+    elif choice == len(star_classes) + 1:
+        label = "galaxy"
+        g = material.galaxies[rng.integers(len(material.galaxies))]
+        source, native_r = (g.wave, g.flux, g.good), None
+        z = float(rng.uniform(0.0, 0.3) if rng.random() < 0.8 else rng.uniform(0.3, 0.5))
+    else:
+        label = "qso"
+        z, q = material.qsos[rng.integers(len(material.qsos))]
+        source, native_r = (q.wave, q.flux, q.good), None
+    obs = D.random_observation(rng, z=z, strength=strength, native_r=native_r)
+    flux, weight = material.observed(source, obs, native_r)
+    return flux, weight, CLASS_INDEX[label]
+
+
+class Pool:
+    """A pool of generated samples, part of which is replaced every epoch."""
+
+    def __init__(self, make, size, refresh, rng, desc):
+        self.make = make
+        self.size = size
+        self.refresh = refresh
+        self.rng = rng
+        self.arrays = None
+        self.desc = desc
+        self.fill(size)
+
+    def fill(self, n):
+        samples = [self.make() for _ in range(n)]
+        columns = [np.stack([s[i] for s in samples]) for i in range(len(samples[0]))]
+        if self.arrays is None:
+            self.arrays = columns
+            return
+        slots = self.rng.choice(self.size, size=n, replace=False)
+        for target, new in zip(self.arrays, columns):
+            target[slots] = new
+
+    def epoch(self):
+        if self.refresh > 0:
+            self.fill(int(self.size * self.refresh))
+        return [torch.from_numpy(np.asarray(a)) for a in self.arrays]
+
+
+def seed_everything(seed):
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def _batches(n, batch, generator):
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n - batch + 1, batch):
+        yield order[start:start + batch]
+
+
+def _progress(iterable, desc):
+    from tqdm import tqdm
+    return tqdm(iterable, desc=desc, unit="epoch", dynamic_ncols=True)
+
+
+# --------------------------------------------------------------------------
+# VAE
+# --------------------------------------------------------------------------
+
+def vae_loss(model, flux, weight, target, mask, cfg, generator=None):
+    """Laplace reconstruction (L1 / l1_scale, summed over pixels) + beta KL."""
+    mean, logvar = model.encode(flux, weight)
+    eps = torch.randn(mean.shape, generator=generator)
+    latent = mean + eps * torch.exp(0.5 * logvar)
+    rec = model.decode(latent)
+    recon = ((rec - target).abs() * mask).sum(1) / cfg.l1_scale
+    kl = 0.5 * (mean ** 2 + logvar.exp() - 1.0 - logvar).sum(1)
+    loss = (recon + cfg.kl_weight * kl).mean()
+    pixels = mask.sum(1).clamp_min(1)
+    l1 = (((rec - target).abs() * mask).sum(1) / pixels).mean()
+    return loss, l1.detach(), kl.mean().detach()
+
+
+def train_vae(items, cfg: TrainConfig, *, epochs=None, pool=None, progress=True):
+    """Train the VAE on augmented training stars, galaxies and quasars.
+
+    Returns
+    -------
+    model : SpectrumVAE
+    history : list of dict
+        Per epoch: loss, L1 per pixel, KL, seconds.
+    """
+    rng = seed_everything(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    material = Material(items, rng, cfg)
+    epochs = cfg.vae_epochs if epochs is None else epochs
+    size = cfg.vae_pool if pool is None else pool
+    samples = Pool(lambda: vae_pair(material, rng), size, cfg.vae_refresh, rng, "vae")
+    model = SpectrumVAE(MODEL_GRID.npix, latent_dim=cfg.latent_dim)
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    steps = max(1, epochs * (size // cfg.batch))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=steps,
+                                                   pct_start=0.15)
+    history = []
+    bar = _progress(range(epochs), "train vae") if progress else range(epochs)
+    for epoch in bar:
+        start = time.perf_counter()
+        flux, weight, target, mask = samples.epoch() if epoch else \
+            [torch.from_numpy(np.asarray(a)) for a in samples.arrays]
+        model.train()
+        totals = np.zeros(3)
+        n = 0
+        for index in _batches(len(flux), cfg.batch, generator):
+            loss, l1, kl = vae_loss(model, flux[index], weight[index], target[index],
+                                    mask[index], cfg, generator)
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            optimiser.step()
+            schedule.step()
+            totals += [loss.item(), l1.item(), kl.item()]
+            n += 1
+        row = {"epoch": epoch + 1, "loss": totals[0] / n, "l1": totals[1] / n,
+               "kl": totals[2] / n, "seconds": time.perf_counter() - start}
+        history.append(row)
+        if progress:
+            bar.set_postfix(loss=f"{row['loss']:.1f}", l1=f"{row['l1']:.4f}",
+                            kl=f"{row['kl']:.1f}")
+    model.eval()
+    return model, history
+
+
+# --------------------------------------------------------------------------
+# Classifier
+# --------------------------------------------------------------------------
+
+def train_classifier(items, cfg: TrainConfig, *, epochs=None, pool=None, progress=True):
+    """Train the classifier (ensemble heads, each on its own bootstrap weights).
+
+    Returns
+    -------
+    model : SpectrumClassifier
+        Temperature still 1; see :func:`fit_temperature`.
+    history : list of dict
+    """
+    rng = seed_everything(cfg.seed + 1)
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    material = Material(items, rng, cfg)
+    epochs = cfg.clf_epochs if epochs is None else epochs
+    size = cfg.clf_pool if pool is None else pool
+    samples = Pool(lambda: classifier_sample(material, rng), size, cfg.clf_refresh, rng, "clf")
+    model = SpectrumClassifier(MODEL_GRID.npix, n_classes=len(D.CLASSES), heads=cfg.heads)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    steps = max(1, epochs * (size // cfg.batch))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=steps,
+                                                   pct_start=0.15)
+    history = []
+    bar = _progress(range(epochs), "train classifier") if progress else range(epochs)
+    for epoch in bar:
+        start = time.perf_counter()
+        flux, weight, label = samples.epoch() if epoch else \
+            [torch.from_numpy(np.asarray(a)) for a in samples.arrays]
+        label = label.long()
+        model.train()
+        total, correct, n = 0.0, 0, 0
+        for index in _batches(len(flux), cfg.batch, generator):
+            logits = model.logits(flux[index], weight[index])        # (H, B, C)
+            # bootstrap: each head sees its own Poisson(1) sample weights
+            boot = torch.poisson(torch.ones(logits.shape[:2]), generator=generator)
+            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                 label[index].repeat(logits.shape[0]),
+                                 reduction="none", label_smoothing=0.02)
+            loss = (ce * boot.reshape(-1)).sum() / boot.sum().clamp_min(1)
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            optimiser.step()
+            schedule.step()
+            total += loss.item()
+            correct += int((logits.mean(0).argmax(1) == label[index]).sum())
+            n += len(index)
+        row = {"epoch": epoch + 1, "loss": total / max(1, n // cfg.batch),
+               "train_accuracy": correct / max(n, 1),
+               "seconds": time.perf_counter() - start}
+        history.append(row)
+        if progress:
+            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_accuracy']:.3f}")
+    model.eval()
+    return model, history
+
+
+def fit_temperature(model, flux, weight, labels):
+    """Temperature scaling (Guo et al. 2017) on validation data: the T
+    minimising the NLL of the ensemble-mean probabilities, by grid search."""
+    with torch.inference_mode():
+        logits = model.logits(torch.as_tensor(flux), torch.as_tensor(weight))
+    labels = torch.as_tensor(labels).long()
+    best = (float("inf"), 1.0)
+    for t in np.exp(np.linspace(math.log(0.3), math.log(5.0), 81)):
+        p = torch.softmax(logits / float(t), dim=-1).mean(0)
+        nll = float(-torch.log(p[torch.arange(len(labels)), labels].clamp_min(1e-12)).mean())
+        best = min(best, (nll, float(t)))
+    model.temperature.fill_(best[1])
+    return best[1], best[0]
+
+
+def validation_set(items, cfg, rng, n_augmented=3):
+    """Validation data for temperature scaling: val stars as they are and
+    augmented, plus synthetic galaxies and quasars (fresh draws)."""
+    material = Material(items, rng, TrainConfig(**{**asdict(cfg), "galaxy_templates": 60,
+                                                   "qso_templates": 60}), split="val")
+    flux, weight, labels = [], [], []
+    for item in material.labelled:
+        f, w = D.prepare_observed(item.spectrum)
+        flux.append(f), weight.append(w), labels.append(CLASS_INDEX[item.label])
+        for _ in range(n_augmented):
+            obs = D.random_observation(rng, z=float(D.velocity_to_z(rng.normal(0, 80))),
+                                       strength=float(rng.uniform(0.2, 1.0)),
+                                       native_r=item.spectrum.meta["resolving_power"])
+            f, w = material.observed((item.wave, item.flux, item.good), obs,
+                                     item.spectrum.meta["resolving_power"])
+            flux.append(f), weight.append(w), labels.append(CLASS_INDEX[item.label])
+    for kind, pool in (("galaxy", material.galaxies), ("qso", material.qsos)):
+        for entry in pool:
+            if kind == "galaxy":
+                t, z = entry, float(rng.uniform(0, 0.3))
+            else:
+                z, t = entry
+            obs = D.random_observation(rng, z=z, strength=float(rng.uniform(0.2, 1.0)))
+            f, w = material.observed((t.wave, t.flux, t.good), obs)
+            flux.append(f), weight.append(w), labels.append(CLASS_INDEX[kind])
+    return np.array(flux), np.array(weight), np.array(labels)
+
+
+# --------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------
+
+def save_checkpoint(path, model, *, name, config, history, metrics, extra=None):
+    """Save a trained model: state, constructor arguments, history, metrics."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"name": name, "model": model, "config": config,
+                "history": history, "metrics": metrics, "extra": extra or {}}, path)
+    (path.with_suffix(".json")).write_text(json.dumps(
+        {"name": name, "config": config, "history": history, "metrics": metrics,
+         "extra": extra or {}}, indent=1, default=float))
+    return path
+
+
+def load_checkpoint(path):
+    """Inverse of :func:`save_checkpoint` (the whole module is pickled)."""
+    return torch.load(Path(path), weights_only=False)

@@ -1,0 +1,344 @@
+"""Tests of the models: training, save/load, ONNX export, checks, analysis.
+
+Small models are trained here on a few real bundled stars (seconds); the
+shipped ONNX files in ``models/`` are checked for their metadata, their
+contract with ingest, and for science on held-out real spectra.
+"""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ingest import preprocess
+from ingest.preprocess import MODEL_GRID, Grid
+from models import analysis as A
+from models import data as D
+from models import evaluate as E
+from models import export as X
+from models import train as T
+from models.nets import SpectrumClassifier, SpectrumVAE
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def items():
+    return D.load_catalogue()
+
+
+@pytest.fixture(scope="module")
+def small(items):
+    """A few training stars of several classes, plus their split labels."""
+    picked = []
+    for label in ("B", "A", "F", "G", "K", "M"):
+        picked += [i for i in items if i.split == "train" and i.label == label][:4]
+    return picked
+
+
+@pytest.fixture(scope="module")
+def tiny_config():
+    return T.TrainConfig(vae_epochs=1, clf_epochs=1, vae_pool=96, clf_pool=96,
+                         batch=32, galaxy_templates=4, qso_templates=4, lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def test_spectra(items):
+    chosen = [i for i in items if i.split == "test"][::12] + \
+        [i for i in items if i.kind != "star"]
+    return E.prepared(chosen)
+
+
+# --------------------------------------------------------------------------
+# Data: splits and the shared preprocessing
+# --------------------------------------------------------------------------
+
+def test_splits_are_by_star_and_never_straddle(items):
+    splits = {}
+    for item in items:
+        splits.setdefault(item.star_id, set()).add(item.split)
+    assert all(len(s) == 1 for s in splits.values())
+    # the MILES/STELIB duplicates exist and were merged under one identity
+    both = [k for k in splits if {i.collection for i in items if i.star_id == k}
+            >= {"MILES", "STELIB"}]
+    assert len(both) >= 75
+    assert all(i.split == "test" for i in items if i.kind in ("galaxy", "qso"))
+
+
+def test_star_identity_normalises_names():
+    assert D.star_identity("HD002857", "x") == D.star_identity("HD 2857", "y") == "HD2857"
+    assert D.star_identity("BD+012916", "x") == "BD+12916"
+    assert D.star_identity(None, "miles_m0001") == "miles_m0001"
+
+
+def test_main_class_and_emission_labels(items):
+    assert D.main_class("sdF5") == "F" and D.main_class("K4III") == "K"
+    assert D.main_class("WN") is None and D.main_class("DA:") is None
+    by_name = {i.spectrum.meta["target_name"]: i for i in items
+               if i.collection == "STELIB"}
+    # HD 33133 is a WN star with strong H-alpha / He II emission
+    assert by_name["HD033133"].label == "emission_line_star"
+
+
+def test_training_uses_ingest_prepare(items, small, tiny_config, monkeypatch):
+    """Training's data pipeline calls the very function ingest calls."""
+    calls = []
+    real = preprocess.prepare
+
+    def spy(spectrum, grid):
+        calls.append(grid)
+        return real(spectrum, grid)
+
+    monkeypatch.setattr(preprocess, "prepare", spy)
+    rng = np.random.default_rng(0)
+    material = T.Material(small, rng, tiny_config)
+    T.vae_pair(material, rng)
+    T.classifier_sample(material, rng)
+    E.prepared(small[:2])
+    assert len(calls) == 2 + 1 + 2 and all(g == MODEL_GRID for g in calls)
+
+
+# --------------------------------------------------------------------------
+# Training lowers the loss; save and load
+# --------------------------------------------------------------------------
+
+def _fixed_vae_batch(small, cfg, n=32):
+    rng = np.random.default_rng(123)
+    material = T.Material(small, rng, cfg)
+    samples = [T.vae_pair(material, rng) for _ in range(n)]
+    return [torch.from_numpy(np.stack([s[k] for s in samples])) for k in range(4)]
+
+
+def test_vae_one_epoch_lowers_the_loss(small, tiny_config):
+    batch = _fixed_vae_batch(small, tiny_config)
+    torch.manual_seed(tiny_config.seed)
+    untrained = SpectrumVAE(MODEL_GRID.npix, latent_dim=tiny_config.latent_dim)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        before = T.vae_loss(untrained, *batch, tiny_config, gen)[1]
+    model, history = T.train_vae(small, tiny_config, progress=False)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        after = T.vae_loss(model, *batch, tiny_config, gen)[1]
+    assert len(history) == 1 and history[0]["loss"] > 0
+    assert after < 0.8 * before
+
+
+def test_classifier_one_epoch_lowers_the_loss(small, tiny_config):
+    rng = np.random.default_rng(5)
+    material = T.Material(small, rng, tiny_config)
+    samples = [T.classifier_sample(material, rng) for _ in range(48)]
+    flux = torch.from_numpy(np.stack([s[0] for s in samples]))
+    weight = torch.from_numpy(np.stack([s[1] for s in samples]))
+    label = torch.tensor([s[2] for s in samples])
+
+    def nll(model):
+        with torch.no_grad():
+            p = model(flux, weight)[0]
+        return float(-torch.log(p[torch.arange(len(label)), label]).mean())
+
+    torch.manual_seed(tiny_config.seed + 1)
+    untrained = SpectrumClassifier(MODEL_GRID.npix, heads=tiny_config.heads)
+    model, _ = T.train_classifier(small, tiny_config, progress=False)
+    assert nll(model) < nll(untrained)
+
+
+def test_save_then_load_gives_identical_outputs(tmp_path, test_spectra):
+    torch.manual_seed(0)
+    model = SpectrumVAE(MODEL_GRID.npix, latent_dim=8).eval()
+    path = T.save_checkpoint(tmp_path / "vae.pt", model, name="vae", config={},
+                             history=[], metrics={"x": 1.0})
+    again = T.load_checkpoint(path)
+    flux, weight = (torch.as_tensor(a[:16]) for a in test_spectra)
+    with torch.inference_mode():
+        for a, b in zip(model(flux, weight), again["model"](flux, weight)):
+            assert torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
+    assert json.loads((tmp_path / "vae.json").read_text())["metrics"] == {"x": 1.0}
+
+
+# --------------------------------------------------------------------------
+# ONNX export, metadata and checks
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("onnx")
+    vae = SpectrumVAE(MODEL_GRID.npix, latent_dim=16).eval()
+    clf = SpectrumClassifier(MODEL_GRID.npix, heads=2).eval()
+    clf.temperature.fill_(1.7)
+    paths = {
+        "vae": X.export(vae, "vae", MODEL_GRID, out, metrics={"a": 1},
+                        extra={"latent_dim": 16, "metric": "l2"}),
+        "classifier": X.export(clf, "classifier", MODEL_GRID, out,
+                               extra={"labels": json.dumps(list(D.CLASSES))}),
+    }
+    return {"vae": (vae, paths["vae"]), "classifier": (clf, paths["classifier"])}
+
+
+@pytest.mark.parametrize("name", ["vae", "classifier"])
+def test_onnx_equals_torch(exported, test_spectra, name):
+    model, path = exported[name]
+    flux, weight = test_spectra
+    diffs = X.compare_with_torch(model, path, flux, weight)
+    assert max(v for k, v in diffs.items() if k != "max_relative") < 1e-4 or \
+        diffs["max_relative"] < 1e-4
+
+
+def test_export_name_is_content_hash_and_metadata_complete(exported):
+    import hashlib
+    _, path = exported["vae"]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    assert path.name == f"vae-{digest}.onnx"
+    meta = X.read_metadata(path)
+    for key in ("model", "version", "grid", "normalisation", "opset", "training_data",
+                "source_commit", "metrics", "latent_dim", "metric"):
+        assert key in meta, key
+    assert meta["model"] == "vae" and meta["latent_dim"] == "16" and meta["metric"] == "l2"
+    assert Grid.from_json(meta["grid"]) == MODEL_GRID
+    assert meta["opset"] == str(X.OPSET)
+
+
+def test_mismatched_grid_or_dimension_is_refused(exported):
+    _, path = exported["vae"]
+    assert X.check(path, kind="vae", grid=MODEL_GRID, latent_dim=16)["latent_dim"] == 16
+    with pytest.raises(X.ModelMismatch, match="latent dimension 16 does not match the expected 32"):
+        X.check(path, latent_dim=32)
+    other = Grid.spanning(3800.0, 9000.0, 1024)
+    with pytest.raises(X.ModelMismatch, match="does not match the expected grid"):
+        X.check(path, grid=other)
+    with pytest.raises(X.ModelMismatch, match="expected 'classifier'"):
+        X.check(path, kind="classifier")
+
+
+def test_renamed_or_edited_file_is_refused(exported, tmp_path):
+    _, path = exported["classifier"]
+    copy = tmp_path / "classifier-000000000000.onnx"
+    copy.write_bytes(path.read_bytes())
+    with pytest.raises(X.ModelMismatch, match="content hash"):
+        X.check(copy)
+
+
+def test_classifier_gives_uniform_probabilities_without_coverage(exported):
+    model, path = exported["classifier"]
+    sess = X.session(path)
+    flux = np.zeros((2, MODEL_GRID.npix), np.float32)
+    p, u = sess.run(None, {"flux": flux, "weight": flux})
+    assert np.allclose(p, 0.1, atol=1e-6)
+    assert np.allclose(u, math.log(10), atol=1e-5)
+
+
+# --------------------------------------------------------------------------
+# The shipped models
+# --------------------------------------------------------------------------
+
+def shipped_path(kind):
+    paths = X.shipped(kind=kind)
+    assert len(paths) == 1, f"expected one shipped {kind} model, found {paths}"
+    return paths[0]
+
+
+@pytest.mark.parametrize("kind,outputs", [
+    ("vae", ["latent_mean", "latent_logvar", "reconstruction", "anomaly"]),
+    ("classifier", ["probabilities", "uncertainty"]),
+    ("velocity", ["redshift", "redshift_error"]),
+])
+def test_shipped_model_contract(kind, outputs, test_spectra):
+    path = shipped_path(kind)
+    assert path.stat().st_size < 5e6
+    meta = X.check(path, kind=kind, grid=MODEL_GRID)
+    assert meta["version"] == "1.0.0"
+    assert json.loads(X.read_metadata(path)["metrics"])
+    sess = X.session(path)
+    assert [o.name for o in sess.get_outputs()] == outputs
+    assert [i.name for i in sess.get_inputs()] == ["flux", "weight"]
+    flux, weight = test_spectra
+    got = sess.run(None, {"flux": flux[:5], "weight": weight[:5]})
+    assert all(g.shape[0] == 5 for g in got)
+    if kind == "vae":
+        assert got[0].shape == (5, meta["latent_dim"]) and meta["metric"] in ("l2", "cosine")
+        assert got[2].shape == (5, MODEL_GRID.npix)
+    if kind == "classifier":
+        assert meta["labels"] == list(D.CLASSES)
+        assert np.allclose(got[0].sum(1), 1.0, atol=1e-5)
+
+
+def test_shipped_velocity_recovers_an_injected_shift(items):
+    path = shipped_path("velocity")
+    sess = X.session(path)
+    rng = np.random.default_rng(3)
+    star = next(i for i in items if i.split == "test" and i.label == "G"
+                and i.collection == "MILES")
+    spectra = [D.observe(star.wave, star.flux, star.good,
+                         D.Observation(z=float(D.velocity_to_z(v)), snr=50, medium="air"),
+                         rng, native_r=star.spectrum.meta["resolving_power"])
+               for v in (-150.0, 0.0, 220.0)]
+    flux, weight = preprocess.prepare_batch(spectra, MODEL_GRID)
+    z, err = sess.run(None, {"flux": flux, "weight": weight})
+    v = D.z_to_velocity(z)
+    assert np.allclose(v - v[1], [-150.0, 0.0, 220.0], atol=5.0)
+    assert np.all((err * 299792.458 > 0.3) & (err * 299792.458 < 30))
+
+
+def test_shipped_velocity_finds_manga_redshifts(items):
+    sess = X.session(shipped_path("velocity"))
+    manga = [i for i in items if i.collection == "MaNGA"]
+    flux, weight = E.prepared(manga)
+    z = sess.run(None, {"flux": flux, "weight": weight})[0]
+    zsys = np.array([i.spectrum.meta["redshift"] for i in manga])
+    assert np.sum(np.abs(z - zsys) / (1 + zsys) < 5e-4) >= 9
+
+
+def test_shipped_classifier_on_real_extragalactic_spectra(items):
+    sess = X.session(shipped_path("classifier"))
+    others = [i for i in items if i.kind != "star"]
+    flux, weight = E.prepared(others)
+    p, u = sess.run(None, {"flux": flux, "weight": weight})
+    covered = (weight > 0).mean(1) > 0.05
+    names = np.array(D.CLASSES)[p.argmax(1)]
+    truth = np.array([i.label for i in others])
+    # every MaNGA spaxel is a galaxy
+    manga = np.array([i.collection == "MaNGA" for i in others])
+    assert np.all(names[manga] == "galaxy")
+    # the two that do not overlap the grid get maximal uncertainty
+    assert np.allclose(u[~covered], math.log(10), atol=1e-4)
+    assert np.mean(names[covered] == truth[covered]) >= 0.75
+
+
+# --------------------------------------------------------------------------
+# Analysis: known mutual information, MAD rule
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rho", [0.0, 0.6, 0.9])
+def test_ksg_recovers_gaussian_mutual_information(rho):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=2000)
+    y = rho * x + math.sqrt(1 - rho ** 2) * rng.normal(size=2000)
+    truth = -0.5 * math.log2(1 - rho ** 2)
+    assert A.mi_ksg(x, y) == pytest.approx(truth, abs=0.05)
+    # monotonic maps do not change MI
+    assert A.mi_ksg(np.exp(x), y ** 3) == pytest.approx(truth, abs=0.05)
+
+
+def test_histogram_mi_is_close_for_a_strong_dependence():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=5000)
+    y = 0.9 * x + math.sqrt(1 - 0.81) * rng.normal(size=5000)
+    # 10 x 10 bins lose some information: biased low, but not by much
+    assert A.mi_histogram(x, y) == pytest.approx(-0.5 * math.log2(1 - 0.81), abs=0.35)
+
+
+def test_latent_information_of_a_known_gaussian_channel():
+    # z = mu(x) + sigma eps with mu ~ N(0, s^2): I(x; z) = 1/2 log2(1 + s^2 / sigma^2)
+    rng = np.random.default_rng(3)
+    n = 1500
+    mean = np.column_stack([rng.normal(0, 3.0, n), rng.normal(0, 0.05, n)])
+    logvar = np.log(np.full((n, 2), 1.0))
+    info = A.latent_information(mean, logvar, rng=rng)
+    assert info[0] == pytest.approx(0.5 * math.log2(1 + 9.0), abs=0.15)
+    assert info[1] < 0.02
+    mad, informative = A.mad_rule(mean)
+    assert informative.tolist() == [True, True]
+    mad, informative = A.mad_rule(np.column_stack([mean[:, 0], 0.001 * mean[:, 1]]))
+    assert informative.tolist() == [True, False]
