@@ -22,7 +22,7 @@ import re
 import struct
 import warnings
 import zlib
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,6 +34,7 @@ import numpy as np
 from astropy.coordinates import FK4, FK5, ICRS, SkyCoord
 from astropy.io import fits
 from astropy.io import votable
+from astropy.io.votable.exceptions import VOWarning
 from astropy.io.fits.verify import VerifyError, VerifyWarning
 from astropy.time import Time
 from astropy.utils.exceptions import AstropyWarning
@@ -74,15 +75,21 @@ _CORRUPT_FITS = (
 )
 
 # Exceptions astropy and numpy raise on malformed input.  Readers turn them
-# into ReaderError; nothing else is caught.  Hostile files showed the less
-# obvious ones: astropy's tile decompression raises RuntimeError on a table
-# shorter than its header says, a mangled header can leave struct unpacking
-# or an array allocation failing, and numpy's float conversions overflow.
+# into ReaderError; nothing else is caught.  Hostile and fuzzed files showed
+# the less obvious ones: astropy's tile decompression raises RuntimeError on
+# a table shorter than its header says, its Column validators raise
+# AssertionError (a TTYPE too long for a card), a mangled header can leave
+# struct unpacking or an array allocation failing, and float conversions
+# overflow.
 _DATA_ERRORS = (KeyError, ValueError, IndexError, TypeError, OSError,
                 EOFError, VerifyError, u.UnitsError, RuntimeError,
-                struct.error, zlib.error, ArithmeticError, MemoryError)
-# What opening a FITS file or parsing a VOTable may raise on a bad file.
-_OPEN_ERRORS = _DATA_ERRORS + (ExpatError,)
+                AssertionError, struct.error, zlib.error, ArithmeticError,
+                MemoryError)
+# What opening a FITS file or parsing a VOTable may raise on a bad file
+# (LookupError: an XML declaration naming an unknown encoding; VOWarning:
+# astropy raises some VOTable warnings, e.g. W12 for a FIELD without name
+# or ID, as exceptions even with verify="ignore").
+_OPEN_ERRORS = _DATA_ERRORS + (ExpatError, LookupError, VOWarning)
 
 
 def _describe_error(exc):
@@ -951,6 +958,12 @@ def _declared_data(path, cards, hdu):
     return size, in_memory, shape
 
 
+#: HDU types whose data astropy can read (ImageHDU and CompImageHDU are
+#: both image HDUs; GroupsHDU is a PrimaryHDU)
+_KNOWN_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.BinTableHDU,
+               fits.TableHDU, fits.CompImageHDU)
+
+
 @contextmanager
 def open_fits(path):
     """Open a FITS file, read all HDUs and fail clearly if it is damaged.
@@ -979,7 +992,13 @@ def open_fits(path):
         warnings.simplefilter("always")
         try:
             hdul = fits.open(stream, memmap=False)
-            for hdu in hdul:
+            for index, hdu in enumerate(hdul):
+                if not isinstance(hdu, _KNOWN_HDUS):
+                    # astropy's _CorruptedHDU, or _ValidHDU for an
+                    # XTENSION it does not know: neither has data
+                    kind = hdu.header.get("XTENSION", "?")
+                    raise ValueError(f"HDU {index} is corrupt or of an unknown "
+                                     f"type (XTENSION = {str(kind)[:20]!r})")
                 hdu.data  # noqa: B018 - read now so truncation shows here
         except _OPEN_ERRORS as exc:
             failure = exc
@@ -1110,7 +1129,7 @@ def _check_xml(path, data):
         parser.Parse(data, True)
     except _XMLRefused as refused:
         raise ReaderError(path, str(refused)) from None
-    except ExpatError as exc:
+    except (ExpatError, LookupError) as exc:
         raise ReaderError(path, f"not a readable VOTable: {exc}") from exc
 
 
@@ -1483,7 +1502,12 @@ def _sniff_split_flux(source):
 
 def _read_split_flux(source):
     error_path = error_companion(source.path)
-    with open_fits(error_path) as errors:
+    with ExitStack() as stack:
+        try:
+            errors = stack.enter_context(open_fits(error_path))
+        except ReaderError as err:
+            raise ReaderError(source.path, f"error file {error_path.name}: "
+                              f"{err.reason}") from err
         if not _sniff_image_1d(errors):
             raise ReaderError(source.path, f"error file {error_path.name} is "
                               "not a 1-D image")
@@ -2136,14 +2160,26 @@ def read_spectra(path):
         raise ReaderError(path, "no such file")
     if path.is_dir():
         raise ReaderError(path, "is a directory, not a spectrum file")
+    # Warnings are held back until the file is accepted: astropy and numpy
+    # warn about what makes a damaged file damaged (a column repeat count
+    # of 0, an overflowing WCS), and the refusal already says it.  Overflow
+    # and invalid float operations give inf/NaN, which validation refuses.
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+        warnings.simplefilter("always")
+        spectra = _read_layout(path)
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category,
+                               warning.filename, warning.lineno)
+    return spectra
+
+
+def _read_layout(path):
+    """Open ``path`` and read it with the first layout whose sniff matches."""
     try:
         kind = _container(path)
         opener = {"fits": open_fits, "votable": open_votable,
                   "csv": open_csv}[kind]
-        # Overflow and invalid operations on hostile values (a WCS whose
-        # wavelengths overflow) give inf/NaN, which validation refuses with
-        # a reason; numpy's warnings about them would only be noise.
-        with np.errstate(all="ignore"), opener(path) as source:
+        with opener(path) as source:
             for fmt in FORMATS:
                 try:
                     if not fmt.sniff(source):

@@ -115,7 +115,7 @@ def good_image(npix: int = 500) -> fits.HDUList:
 def table_file(path: Path, columns: list[fits.Column], **cards) -> None:
     table = fits.BinTableHDU.from_columns(columns, name="SPECTRUM")
     table.header.update(cards)
-    fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(path, overwrite=True)
 
 
 def spectrum_table(path: Path, wave, flux, error=None) -> None:
