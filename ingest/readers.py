@@ -846,6 +846,11 @@ def _card_integer(path, cards, key, hdu, default=None):
     return int(text)
 
 
+def _card_flag(cards, key):
+    """True when a card of a header being walked holds the logical T."""
+    return cards.get(key, b"").split(b"/", 1)[0].strip() == b"T"
+
+
 def _walk_fits(path):
     """Check a FITS file's structure against the limits, reading no data.
 
@@ -888,7 +893,7 @@ def _walk_fits(path):
                                       "file ends")
                 for start in range(0, _FITS_BLOCK, 80):
                     image = block[start:start + 80]
-                    key = image[:8].rstrip()
+                    key = image[:8].rstrip().upper()
                     if key == b"END":
                         ended = True
                         break
@@ -935,13 +940,13 @@ def _declared_data(path, cards, hdu):
         raise ReaderError(path, f"corrupt FITS header: HDU {hdu} has a negative "
                           "PCOUNT or GCOUNT")
     # random groups: NAXIS1 = 0 does not count (FITS 4.0, section 6)
-    groups = hdu == 0 and naxis > 0 and axes[0] == 0 and b"T" in cards.get(
-        "GROUPS", b"")
+    groups = hdu == 0 and naxis > 0 and axes[0] == 0 and _card_flag(cards,
+                                                                     "GROUPS")
     elements = math.prod(axes[1:] if groups else axes) if naxis else 0
     size = abs(bitpix) // 8 * gcount * (pcount + elements) if naxis else 0
     shape = "x".join(str(n) for n in axes) or "no axes"
     in_memory = size
-    if b"T" in cards.get("ZIMAGE", b""):
+    if _card_flag(cards, "ZIMAGE"):
         # a tile-compressed image is decompressed whole on reading
         zbitpix = _card_integer(path, cards, "ZBITPIX", hdu)
         znaxis = _card_integer(path, cards, "ZNAXIS", hdu)
@@ -2128,10 +2133,12 @@ FORMATS = [
 def _describe(source):
     if isinstance(source, FitsSource):
         parts = []
-        for hdu in source.hdul:
+        for hdu in source.hdul[:10]:
             shape = ("x".join(str(n) for n in np.shape(hdu.data))
                      if hdu.data is not None else "empty")
             parts.append(f"{type(hdu).__name__} {hdu.name or '-'} {shape}")
+        if len(source.hdul) > 10:
+            parts.append(f"and {len(source.hdul) - 10} more HDUs")
         return "FITS: " + "; ".join(parts)
     return "VOTable without wavelength and flux fields"
 
