@@ -20,6 +20,7 @@ import math
 import os
 import re
 import struct
+import threading
 import warnings
 import zlib
 from contextlib import ExitStack, contextmanager
@@ -667,6 +668,7 @@ MAX_TABLE_ELEMENTS = 2**24
 MAX_TABLE_COLUMNS = 1000
 
 _CHUNK = 2**20
+_WARNINGS_LOCK = threading.RLock()
 _FITS_BLOCK = 2880
 _BITPIX = (8, 16, 32, 64, -32, -64)
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -2171,7 +2173,12 @@ def read_spectra(path):
     # warn about what makes a damaged file damaged (a column repeat count
     # of 0, an overflowing WCS), and the refusal already says it.  Overflow
     # and invalid float operations give inf/NaN, which validation refuses.
-    with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+    # catch_warnings swaps process-wide state, so reads in threads of one
+    # process (the DaCHS server) take turns: interleaved, one thread could
+    # restore another's recording hook and leave it collecting every later
+    # warning of the process.
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught, \
+            np.errstate(all="ignore"):
         warnings.simplefilter("always")
         spectra = _read_layout(path)
     for warning in caught:

@@ -247,6 +247,33 @@ def test_header_card_limit_is_exact(tmp_path):
                 read_spectra(path)
 
 
+def test_threads_reading_hostile_files_leave_warnings_alone(corpus):
+    """Reads in threads of one process (the DaCHS server) must restore the
+    process-wide warnings state they swap while reading; interleaved, a
+    stale recording hook would collect every later warning for ever."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    small = [h.path for h in corpus if h.path.stat().st_size < 2**20]
+    hook, filters = warnings.showwarning, list(warnings.filters)
+
+    def read_all(offset):
+        outcomes = []
+        for path in small[offset:] + small[:offset]:
+            try:
+                read_spectra(path)
+                outcomes.append("accepted")
+            except ReaderError:
+                outcomes.append("refused")
+        return outcomes
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(read_all, range(0, 8 * 7, 7)))
+    assert all(outcome == "refused" for result in results for outcome in result)
+    assert warnings.showwarning is hook
+    assert warnings.filters == filters
+
+
 # --------------------------------------------------------------------------
 # The corpus through the ingest pipeline
 # --------------------------------------------------------------------------
