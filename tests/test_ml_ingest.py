@@ -1,0 +1,171 @@
+"""ML at ingest on the real stack.
+
+On the demo: every spectrum has its ML results in TAP, and the values there
+are what the installed ONNX models give when run directly on the same file.
+On the bench schema (the demo's RD in schema retrspect_bench) with small
+real ONNX test models: a model whose latent dimension does not fit the
+column is refused before anything is written, and a re-embedding with a new
+model version swaps all results in one transaction, also when it is killed
+half-way.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import sql
+from model_fixtures import write_test_models
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
+from bench_ingest import make_files  # noqa: E402
+from common import BENCH_RD, VENV_BIN, dachs, write_bench_rd  # noqa: E402
+
+N_FILES = 1200
+
+
+# ------------------------------------------------------------ the demo ----
+
+def test_every_spectrum_has_ml_results(tap):
+    counts = tap.search(
+        "SELECT COUNT(*) AS n, COUNT(m.latent) AS latents, "
+        "COUNT(m.ml_class) AS classes, COUNT(m.redshift) AS redshifts "
+        "FROM retrspect.spectra AS s LEFT OUTER JOIN retrspect.ml_results AS m "
+        "ON m.pubdid = s.ssa_pubdid").to_table()[0]
+    assert counts["n"] >= 1250
+    assert counts["latents"] == counts["classes"] == counts["redshifts"] \
+        == counts["n"]
+
+
+def test_tap_values_equal_onnx_run_directly(tap, db):
+    """Latent, class probabilities and redshift of three spectra, as TAP
+    serves them, against the installed models run by hand on the files."""
+    import onnxruntime as ort
+    from ingest import preprocess
+    from ingest.dachs_import import read_source
+    from ingest.infer import DEFAULT_MODEL_DIR, load_model
+
+    rows = sql(db, "SELECT obs_id, source_file, source_index FROM "
+                   "retrspect.raw_data WHERE obs_id IN ('miles_m0028', "
+                   "'stelib_hd005820', 'manga_test_spectra_0') ORDER BY obs_id")
+    assert len(rows) == 3
+    spectra = [read_source(os.path.join("/var/gavo/inputs", f))[i]
+               for _, f, i in rows]
+    served = {r["obs_id"]: r for r in tap.search(
+        "SELECT obs_id, latent, p_g, p_galaxy, redshift, latent_model, "
+        "class_model, velocity_model FROM retrspect.ml_results WHERE obs_id "
+        "IN ('miles_m0028', 'stelib_hd005820', 'manga_test_spectra_0')"
+    ).to_table()}
+    for path in sorted(DEFAULT_MODEL_DIR.glob("*.onnx")):
+        model = load_model(path)
+        flux, weight = preprocess.prepare_batch(spectra, model.grid)
+        session = ort.InferenceSession(str(path),
+                                       providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        out = dict(zip(names, session.run(None, {"flux": flux,
+                                                 "weight": weight})))
+        for i, (obs_id, _, _) in enumerate(rows):
+            row = served[obs_id]
+            if model.kind == "vae":
+                assert row["latent_model"] == model.model_id
+                np.testing.assert_allclose(np.asarray(row["latent"]),
+                                           out["latent_mean"][i], rtol=1e-4,
+                                           atol=1e-5)
+            elif model.kind == "classifier":
+                assert row["class_model"] == model.model_id
+                labels = model.labels
+                assert row["p_g"] == pytest.approx(
+                    out["probabilities"][i][labels.index("G")], abs=1e-5)
+                assert row["p_galaxy"] == pytest.approx(
+                    out["probabilities"][i][labels.index("galaxy")], abs=1e-5)
+            else:
+                assert row["velocity_model"] == model.model_id
+                assert row["redshift"] == pytest.approx(
+                    float(out["redshift"][i]), abs=1e-7)
+
+
+# ------------------------------------------------- on the bench schema ----
+
+def _psql(query: str) -> str:
+    return subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-d",
+                           "gavo", "-tA", "-c", query], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def _bench_counts() -> tuple[int, int, str]:
+    """(raw rows, ML rows, model ids); no table counts as empty."""
+    if _psql("SELECT to_regclass('retrspect_bench.ml_results')") == "":
+        return 0, 0, ""
+    raw = int(_psql("SELECT COUNT(*) FROM retrspect_bench.raw_data"))
+    ml = int(_psql("SELECT COUNT(*) FROM retrspect_bench.ml_results"))
+    models = _psql("SELECT string_agg(DISTINCT latent_model, ',') "
+                   "FROM retrspect_bench.ml_results")
+    return raw, ml, models
+
+
+@pytest.fixture(scope="module")
+def model_sets():
+    # where the import, running as dachsroot, can read them
+    root = Path("/var/tmp/retrspect-bench/test-models")
+    subprocess.run(["rm", "-rf", str(root)], check=True)
+    sets = {"v1": write_test_models(root / "v1", version="1.0.0", seed=1),
+            "v2": write_test_models(root / "v2", version="2.0.0", seed=2),
+            "dim16": write_test_models(root / "dim16", latent_dim=16,
+                                       kinds=("vae",))}
+    subprocess.run(["chmod", "-R", "a+rX", str(root.parent)], check=True)
+    return {name: next(iter(paths.values())).parent
+            for name, paths in sets.items()}
+
+
+@pytest.fixture(scope="module")
+def bench(model_sets):
+    write_bench_rd(make_files(N_FILES))
+    yield
+    dachs("drop", BENCH_RD, check=False)
+
+
+def _import(model_dir: Path, *dds: str, check=True):
+    return dachs("imp", BENCH_RD, *dds,
+                 env={"RETRSPECT_MODEL_DIR": str(model_dir)}, check=check)
+
+
+def test_wrong_latent_dimension_is_refused_before_writing(bench, model_sets):
+    dachs("drop", BENCH_RD, check=False)
+    result = _import(model_sets["dim16"], check=False)
+    output = result.stdout + result.stderr
+    assert "latent dimension 16" in output and "vector(32)" in output
+    assert _bench_counts()[:2] == (0, 0)
+
+
+def test_reembed_swaps_model_versions_atomically(bench, model_sets):
+    dachs("drop", BENCH_RD, check=False)
+    _import(model_sets["v1"])
+    raw, ml, models = _bench_counts()
+    assert raw == ml == N_FILES and models.startswith("vae-1.0.0-")
+
+    # a re-embedding with v2, killed half-way: v1 results stay, complete
+    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}",
+               RETRSPECT_MODEL_DIR=str(model_sets["v2"]))
+    process = subprocess.Popen(
+        ["runuser", "-u", "dachsroot", "--", str(VENV_BIN / "dachs"), "imp",
+         BENCH_RD, "reembed"], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(2.5)
+    assert process.poll() is None, "re-embedding finished before the kill"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert _bench_counts() == (N_FILES, N_FILES, models)
+
+    _import(model_sets["v2"], "reembed")
+    raw, ml, new_models = _bench_counts()
+    assert raw == ml == N_FILES and new_models.startswith("vae-2.0.0-")
+    classes = _psql("SELECT COUNT(*) FROM retrspect_bench.ml_results WHERE "
+                    "class_model NOT LIKE 'classifier-2.0.0-%' OR "
+                    "velocity_model NOT LIKE 'velocity-2.0.0-%'")
+    assert classes == "0"
