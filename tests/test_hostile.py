@@ -20,6 +20,7 @@ import re
 import secrets
 import shutil
 import struct
+import tempfile
 import threading
 import time
 from datetime import timedelta
@@ -32,6 +33,7 @@ import pytest
 from astropy.io import fits
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.extra.numpy import arrays
 
 import hostile_corpus
@@ -46,6 +48,10 @@ from vo_services.similarity import (
     parse_vector_literal,
     vector_sql,
 )
+
+# hypothesis keeps caches in .hypothesis/ of the working directory; tests
+# write only into temporary directories (no example database either)
+set_hypothesis_home_dir(str(Path(tempfile.gettempdir()) / "retrspect-hypothesis"))
 
 TEMPLATES = package_dir("mangadap") / "data" / "spectral_templates"
 MANGADAP_TESTS = package_dir("mangadap") / "data" / "tests"
