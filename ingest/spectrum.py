@@ -151,10 +151,11 @@ class Spectrum:
         Raises
         ------
         ReaderError
-            For a non-finite, non-positive or non-increasing wavelength, arrays
-            of different lengths, flux that is all NaN, all zero or has fewer
-            than :data:`MIN_GOOD_PIXELS` good pixels, a negative or non-finite
-            inverse variance, or an unknown medium.
+            For a non-finite, non-positive or non-increasing wavelength, no
+            pixels, arrays of different lengths or not 1-D, flux without a
+            finite value, all zero or with fewer than :data:`MIN_GOOD_PIXELS`
+            good pixels, a negative or non-finite inverse variance, or an
+            unknown medium.
         """
         path = self.source or "<spectrum>"
         if not isinstance(self.wavelength, u.Quantity) or (
