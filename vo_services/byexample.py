@@ -92,10 +92,15 @@ def archive_spectrum(identifier: str):
 def nearest(latent, k: int) -> list[dict]:
     """The k archive spectra nearest to a latent vector, nearest first."""
     from gavo import base
+    from vo_services.similarity import VectorLiteralError
     column = latent_column()
     if not 1 <= k <= MAX_K:
         raise UploadError(f"k must be between 1 and {MAX_K}")
-    query_vector = vector_sql(np.asarray(latent, dtype=float), column.dim)
+    try:
+        query_vector = vector_sql(np.asarray(latent, dtype=float), column.dim)
+    except VectorLiteralError as err:
+        raise UploadError(f"the encoder gave no usable latent vector for "
+                          f"this spectrum ({err})") from None
     with base.getTableConn() as conn:
         rows = list(conn.queryToDicts(
             f"SELECT m.obs_id, m.pubdid, m.latent {_operator()} "

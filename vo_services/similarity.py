@@ -26,6 +26,8 @@ TABLE_ID = "ml_results"
 OPERATORS = {"cosine": "<=>", "l2": "<->"}
 #: at most this many characters of a vector literal are parsed
 MAX_LITERAL_LENGTH = 20000
+#: pgvector stores float32: larger magnitudes do not fit
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class VectorLiteralError(ValueError):
@@ -71,17 +73,32 @@ def parse_vector_literal(text: str, dim: int) -> list[float]:
     except ValueError:
         raise VectorLiteralError(
             f"not a vector of numbers: {text[:80]!r}") from None
+    _check_values(values, dim)
+    return values
+
+
+def _check_values(values, dim: int) -> None:
     if len(values) != dim:
         raise VectorLiteralError(f"vector has {len(values)} elements; the "
                                  f"latent space has {dim} dimensions")
     if not all(math.isfinite(v) for v in values):
         raise VectorLiteralError("vector elements must be finite numbers")
-    return values
+    if any(abs(v) > FLOAT32_MAX for v in values):
+        raise VectorLiteralError("vector elements must fit in 32-bit floats "
+                                 f"(|x| <= {FLOAT32_MAX:.7g})")
 
 
 def vector_sql(values, dim: int) -> str:
-    """A pgvector literal made from floats (repr: no user text inside)."""
-    return "'[" + ",".join(repr(float(v)) for v in values) + f"]'::vector({dim})"
+    """A pgvector literal made from floats (repr: no user text inside).
+
+    Raises
+    ------
+    VectorLiteralError
+        Not ``dim`` finite float32 numbers.
+    """
+    values = [float(v) for v in values]
+    _check_values(values, dim)
+    return "'[" + ",".join(repr(v) for v in values) + f"]'::vector({dim})"
 
 
 def lookup_latent(identifier: str) -> list[float] | None:
