@@ -43,7 +43,8 @@ from ingest.bundled import package_dir
 from ingest.pipeline import IngestOptions, process_chunk
 from ingest.readers import read_spectra
 from ingest.spectrum import ReaderError
-from vo_services.similarity import (FLOAT32_MAX,
+from vo_services.similarity import (
+    FLOAT32_MAX,
     VectorLiteralError,
     parse_vector_literal,
     vector_sql,
