@@ -3,20 +3,23 @@
 ``resdir/q.rd`` delegates its grammars here so that the RD stays declarative
 and this logic is testable without a running import:
 
-* :func:`iter_raw_rows` turns one source file into rows of ``raw_data``
-  (SSAP metadata, published labels, product bookkeeping);
+* :func:`raw_row` makes the ``raw_data`` row of one spectrum (SSAP
+  metadata, published labels, product bookkeeping);
+* :func:`iter_import_rows` and :func:`iter_reembed_rows` are the import and
+  re-embedding grammars: they run :mod:`ingest.pipeline` over new files (or
+  spectra with stale ML results) and report what they skipped;
 * :func:`iter_sdm_rows` turns one SSA row back into the spectrum's data
   points for the datalink service (SDM VOTable / FITS).
 
-Broken files raise :class:`ingest.spectrum.ReaderError` in the readers; here
-they are reported with the file's name and reason and skipped, so the rest
-of the batch lands.
+Broken files raise :class:`ingest.spectrum.ReaderError` in the readers; they
+are reported with the file's name and reason and skipped, so the rest of the
+batch lands.
 """
 from __future__ import annotations
 
 import os
 import warnings
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 from astropy import units as u
@@ -118,26 +121,6 @@ def read_source(source_path: str) -> list[Spectrum]:
     for spectrum in spectra:
         bundled.enrich(spectrum)
     return spectra
-
-
-def iter_raw_rows(source_path: str,
-                  report: Callable[[str], None] | None = None,
-                  inputs_dir: str | None = None) -> Iterator[dict]:
-    """Rows of ``raw_data`` for every spectrum in one source file.
-
-    A file the readers refuse is reported (file and reason) and yields
-    nothing.
-    """
-    inputs_dir = inputs_dir or _inputs_dir()
-    report = report or _report_skip
-    source_file = os.path.relpath(source_path, inputs_dir)
-    try:
-        spectra = read_source(source_path)
-    except ReaderError as err:
-        report(f"Skipped {source_file}: {err.reason}")
-        return
-    for spectrum in spectra:
-        yield raw_row(spectrum, source_file)
 
 
 # --------------------------------------------- the RD's import grammars ----
