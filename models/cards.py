@@ -208,14 +208,14 @@ def classifier_card(path, meta, checkpoint, analysis, bench, equality):
 {_common_header('classifier', path, meta, checkpoint)}
 ## What it is
 A narrow VGG-like 1-D CNN in the spirit of Podsztavek & Skoda: a trunk of six
-strided convolutions shared by {len(json.loads(meta['labels']))} classes' ensemble of
+strided convolutions shared by {len(meta['labels'])} classes' ensemble of
 4 heads (a deep ensemble on a shared trunk, each head trained on its own
 Poisson bootstrap weights).  `probabilities` is the mean of the heads'
 softmax after temperature scaling (T = {m['temperature']:.2f}, fitted on the
 validation split); `uncertainty` is its predictive entropy in nats (one pass,
 no Monte Carlo at ingest).  When less than 5% of the grid is covered the
 probabilities are pulled to uniform.  Labels in output order:
-`{meta['labels']}`.
+`{json.dumps(meta['labels'])}`.
 
 Labels: the main MK class letter (O-M, subdwarf prefix dropped) from the
 MILES catalogue and STELIB headers; a star is an `emission_line_star` when

@@ -210,7 +210,11 @@ def export(argv) -> int:
         metrics = dict(ckpt["metrics"])
         extra = {}
         if name == "vae":
-            extra = {"latent_dim": model.latent_dim, "metric": "l2"}
+            extra = {"latent_dim": model.latent_dim, "metric": "l2",
+                     "latent_standardisation": json.dumps({
+                         "shift": model.latent_shift.tolist(),
+                         "scale": model.latent_scale.tolist(),
+                         "meaning": "latent_mean = (posterior mean - shift) / scale"})}
         elif name == "classifier":
             extra = {"labels": json.dumps(list(D.CLASSES))}
         out = X.export(model, name, MODEL_GRID, args.out, version=args.version,

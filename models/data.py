@@ -291,6 +291,15 @@ class Template:
     wave: np.ndarray
     flux: np.ndarray
     good: np.ndarray
+    continuum: np.ndarray | None = None
+
+    def normalised(self):
+        """(wave, flux / continuum, good): the spectrum as a pipeline that
+        fits the unabsorbed continuum (over emission lines, above the
+        Ly-alpha forest) would ship it; the template itself without one."""
+        if self.continuum is None:
+            return self.wave, self.flux, self.good
+        return self.wave, self.flux / self.continuum, self.good
 
 
 @lru_cache(maxsize=1)
@@ -365,9 +374,9 @@ def synthetic_qso(rng, z):
 
     Power-law continuum (f_lambda ~ lambda^alpha, alpha ~ -1.5 +- 0.4), the
     broad and narrow lines of :data:`QSO_LINES` with random strengths and
-    widths, and below Ly-alpha the mean Ly-alpha forest transmission
-    exp(-0.0018 (1+z_abs)^3.92) (Faucher-Giguere et al. 2008) with random
-    absorbers; nothing below the Lyman limit.
+    widths, intervening absorbers (:func:`absorption_systems`: the Ly-alpha
+    forest, sometimes a damped system, metal lines), and little flux below
+    the Lyman limit.  ``continuum`` holds the unabsorbed spectrum.
 
     Returns
     -------
@@ -387,18 +396,70 @@ def synthetic_qso(rng, z):
         lines.append((centre * (1 + rng.normal(0, 0.0007)), area,
                       fwhm * rng.uniform(0.6, 1.6)))
     flux = continuum + _gaussian_lines(wave, lines)
-    forest = wave < 1215.7
-    if np.any(forest):
-        z_abs = wave[forest] * (1 + z) / 1215.7 - 1
-        tau = 0.0018 * (1 + z_abs) ** 3.92
-        # random absorbers: a log-normal field of optical depth
-        field = rng.lognormal(-0.5, 1.0, forest.sum())
-        kernel = np.exp(-0.5 * (np.arange(-8, 9) / 3.0) ** 2)
-        if field.size >= kernel.size:
-            field = np.convolve(field, kernel / kernel.sum(), "same")
-        flux[forest] *= np.exp(-tau * field)
+    unabsorbed = flux.copy()
+    flux = flux * absorption_systems(rng, wave, z)
     flux[wave < 912.0] *= rng.uniform(0.0, 0.3)
-    return Template(f"qso_z{z:.3f}", wave, flux / np.median(flux), np.ones(wave.size, bool))
+    scale = np.median(flux)
+    return Template(f"qso_z{z:.3f}", wave, flux / scale, np.ones(wave.size, bool),
+                    continuum=unabsorbed / scale)
+
+
+#: Intervening absorption lines: rest vacuum A and oscillator strength
+#: (Morton 2003), for the metal systems redward of Ly-alpha.
+METAL_LINES = ((1334.5, 0.128), (1393.8, 0.513), (1402.8, 0.255), (1548.2, 0.190),
+               (1550.8, 0.095), (2344.2, 0.114), (2382.8, 0.320), (2600.2, 0.239),
+               (2796.4, 0.616), (2803.5, 0.306))
+
+
+def _add_tau(tau, wave, centre, tau0, b_kms):
+    """Add a Gaussian optical-depth profile (Doppler parameter b) to tau."""
+    half = centre * 6 * b_kms / C_KMS
+    lo, hi = np.searchsorted(wave, [centre - half, centre + half])
+    if hi > lo:
+        v = (wave[lo:hi] / centre - 1.0) * C_KMS
+        tau[lo:hi] += tau0 * np.exp(-(v / b_kms) ** 2)
+
+
+def absorption_systems(rng, wave, z):
+    """Transmission exp(-tau) of intervening gas in front of a quasar at z.
+
+    Rest-frame wavelengths of the quasar.  Ly-alpha forest clouds (dN/dz =
+    100 ((1+z)/3)^2.5 above 10^13 cm^-2, column densities from f(N) ~
+    N^-1.5 up to 10^17, b 20-40 km/s, each with its Ly-beta), a damped
+    Ly-alpha system with probability 0.3 (log N 20.3-21.3, Lorentzian wings),
+    and 3-12 metal absorbers (C IV, Si IV, Mg II, Fe II, C II) at random
+    redshifts below the quasar's.
+    """
+    tau = np.zeros_like(wave)
+    z_lo = max(0.0, 1026.0 * (1 + z) / 1215.67 - 1) if z > 0 else 0.0
+    z_lo = min(z_lo, z)
+    span = z - z_lo
+    if span > 0:
+        rate = 100.0 * ((1 + z) / 3.0) ** 2.5
+        # forest lines over Ly-beta..Ly-alpha and below (Ly-beta of others)
+        z_min = max(0.0, 912.0 * (1 + z) / 1215.67 - 1)
+        n_lines = rng.poisson(rate * (z - z_min))
+        z_abs = rng.uniform(z_min, z, n_lines)
+        u = rng.random(n_lines)
+        log_n = 13.0 - np.log10(1 - u * (1 - 10 ** (-0.5 * 4.0))) / 0.5   # N^-1.5, 13..17
+        b = rng.uniform(20.0, 40.0, n_lines)
+        for za, ln, bb in zip(z_abs, log_n, b):
+            tau0 = 7.58e-13 * 10 ** ln / bb
+            for rest, scale in ((1215.67, 1.0), (1025.72, 0.16)):
+                _add_tau(tau, wave, rest * (1 + za) / (1 + z), tau0 * scale, bb)
+        if rng.random() < 0.3:
+            za = rng.uniform(max(z_min, z_lo), z)
+            centre = 1215.67 * (1 + za) / (1 + z)
+            column = 10 ** rng.uniform(20.3, 21.3)
+            tau += column / 2e20 * (5.0 / np.maximum(np.abs(wave - centre), 0.05)) ** 2
+    for _ in range(rng.integers(3, 13)):
+        za = rng.uniform(0.0, z)
+        strength = 10 ** rng.uniform(-0.5, 1.0)
+        bb = rng.uniform(10.0, 60.0)
+        for rest, f in METAL_LINES:
+            if rng.random() < 0.6:
+                _add_tau(tau, wave, rest * (1 + za) / (1 + z), strength * f / 0.3, bb)
+    return np.exp(-np.minimum(tau, 50.0))
 
 
 def _broaden(wave, flux, sigma_kms):
@@ -409,7 +470,9 @@ def _broaden(wave, flux, sigma_kms):
         return flux
     half = int(4 * sigma) + 1
     taps = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
-    return np.convolve(flux, taps / taps.sum(), "same")
+    # pad with the end values: zero padding would draw a false absorption
+    # edge at both ends of the model
+    return np.convolve(np.pad(flux, half, mode="edge"), taps / taps.sum(), "valid")
 
 
 def synthetic_galaxy(rng, ssps=None, *, emission=None):
@@ -511,6 +574,7 @@ class Observation:
     cut: tuple = (None, None)
     gaps: tuple = ()
     cosmics: int = 0
+    flatten: float | None = None
 
 
 def random_observation(rng, *, z=0.0, strength=1.0, native_r=None, snr_range=(5.0, 300.0)):
@@ -548,6 +612,9 @@ def random_observation(rng, *, z=0.0, strength=1.0, native_r=None, snr_range=(5.
                          for _ in range(rng.integers(1, 4)))
     if rng.random() < 0.3 * strength:
         obs.cosmics = int(rng.integers(1, 6))
+    if rng.random() < 0.12 * strength:
+        # a continuum-normalised product (echelle pipelines, UVES/ESI/MagE)
+        obs.flatten = float(rng.uniform(80.0, 250.0))
     return obs
 
 
@@ -566,6 +633,26 @@ def _blur_native(wave, flux, r_from, r_to):
     taps /= taps.sum()
     padded = np.pad(flux, half, mode="edge")
     return np.convolve(padded, taps, "valid")
+
+
+def running_median(wave, flux, good, width):
+    """A running median of the good pixels over ``width`` A (a crude
+    continuum, as a normalising pipeline would divide by)."""
+    step = float(np.median(np.diff(wave)))
+    block = max(2, int(width / step / 3))
+    filled = np.interp(wave, wave[good], flux[good]) if np.any(good) else flux
+    n = filled.size // block
+    if n < 3:
+        return np.full_like(filled, np.median(filled))
+    # medians of blocks of a third of the width, a running median of three
+    # of them, interpolated back: a running median at a fraction of the cost
+    medians = np.median(filled[: n * block].reshape(n, block), axis=1)
+    centres = wave[: n * block].reshape(n, block).mean(axis=1)
+    padded = np.concatenate([medians[:1], medians, medians[-1:]])
+    smooth = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
+    cont = np.interp(wave, centres, smooth)
+    level = np.median(np.abs(cont)) if np.any(cont) else 1.0
+    return np.where(np.abs(cont) > 1e-3 * level, cont, 1e-3 * level)
 
 
 def observe(wave, flux, good, obs: Observation, rng, *, native_r=None,
@@ -618,6 +705,8 @@ def observe(wave, flux, good, obs: Observation, rng, *, native_r=None,
         good &= np.abs(wave - centre) > width / 2
     x = np.log(wave / 5500.0)
     flux = flux * np.exp(obs.tilt[0] * x + obs.tilt[1] * x * x)
+    if obs.flatten:
+        flux = flux / running_median(wave, flux, good, obs.flatten)
     ivar = None
     if obs.snr:
         level = float(np.median(np.abs(flux[good]))) if np.any(good) else 1.0

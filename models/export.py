@@ -69,12 +69,14 @@ class ModelMismatch(ValueError):
 
 
 def source_commit(repo=None):
-    """The git commit of the code (``+dirty`` when models/ has changes)."""
+    """The git commit of the code (``+dirty`` when the model code has changes)."""
     repo = Path(repo) if repo else Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True,
                               capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "models", "ingest/preprocess.py"],
+        # only the code counts: exported files, cards and plots do not
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                "models/*.py", "ingest/preprocess.py"],
                                cwd=repo, check=True, capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -34,10 +34,25 @@ __all__ = [
 
 #: Normalised flux is clamped to this range before the networks see it.
 INPUT_RANGE = (-1.0, 6.0)
+#: Half-width (pixels) of the running mean that defines the line channel.
+LINE_HALF_WINDOW = 25
+
+
+def box_mean(x, covered, half_window):
+    """Coverage-weighted running mean over 2 * half_window + 1 pixels.
+
+    An average pool rather than differences of a cumulative sum: the
+    latter loses ~1e-4 to cancellation in float32 over 2048 pixels, and
+    torch and ONNX Runtime would then disagree by that much.
+    """
+    k = 2 * half_window + 1
+    num = F.avg_pool1d((x * covered)[:, None, :], k, stride=1, padding=half_window)[:, 0]
+    den = F.avg_pool1d(covered[:, None, :], k, stride=1, padding=half_window)[:, 0]
+    return num / den.clamp_min(0.5 / k)
 
 
 def encoder_input(flux, weight):
-    """Two channels for the networks: centred clamped flux and coverage.
+    """Three channels for the networks: flux, coverage, line depth.
 
     Parameters
     ----------
@@ -45,12 +60,20 @@ def encoder_input(flux, weight):
 
     Returns
     -------
-    Tensor, shape (batch, 2, npix)
-        ``(clamp(flux) - 1) * covered`` and ``covered`` (1 where weight > 0).
+    Tensor, shape (batch, 3, npix)
+        ``(clamp(flux) - 1) * covered``; ``covered`` (1 where weight > 0);
+        ``flux / running mean - 1`` (51 pixels, clamped to -1..3), which
+        puts line depths - where gravity and metallicity show - on one
+        scale whatever the continuum.
     """
     covered = (weight > 0).to(flux.dtype)
-    centred = (flux.clamp(*INPUT_RANGE) - 1.0) * covered
-    return torch.stack([centred, covered], dim=1)
+    clamped = flux.clamp(*INPUT_RANGE)
+    centred = (clamped - 1.0) * covered
+    continuum = box_mean(clamped, covered, LINE_HALF_WINDOW)
+    ok = covered * (continuum > 0.02).to(flux.dtype)
+    safe = torch.where(ok > 0, continuum, torch.ones_like(continuum))
+    lines = ((clamped / safe - 1.0) * ok).clamp(-1.0, 3.0)
+    return torch.stack([centred, covered, lines], dim=1)
 
 
 class ConvTrunk(nn.Module):
@@ -60,7 +83,7 @@ class ConvTrunk(nn.Module):
                  kernels=(7, 5, 5, 5, 5, 5)):
         super().__init__()
         layers = []
-        c_in = 2
+        c_in = 3
         length = npix
         for c_out, k in zip(channels, kernels):
             layers += [nn.Conv1d(c_in, c_out, k, stride=2, padding=k // 2),
@@ -91,7 +114,10 @@ class SpectrumVAE(nn.Module):
     Notes
     -----
     ``forward`` returns ``(latent_mean, latent_logvar, reconstruction,
-    anomaly)``: the reconstruction is decoded from the mean (deterministic),
+    anomaly)``: the latent mean and log-variance standardised per dimension
+    with the training spectra's statistics (:meth:`standardise`, a fixed
+    linear map, so L2 distances weigh dimensions alike); the reconstruction
+    is decoded from the mean (deterministic),
     and ``anomaly`` is the mean over covered pixels of
     ``(flux - reconstruction)^2 / (sigma^2 + noise_floor^2)`` where sigma^2
     is ``1 / weight``, or, for a spectrum whose weights are all exactly 1
@@ -110,10 +136,18 @@ class SpectrumVAE(nn.Module):
                                        nn.LeakyReLU(0.1))
         self.to_mean = nn.Linear(hidden, latent_dim)
         self.to_logvar = nn.Linear(hidden, latent_dim)
+        # MLP decoder; the last step goes through a 128-d linear bottleneck
+        # (reconstructions live in a learned 128-d basis of spectra, like
+        # eigenspectra) to keep the file small.
         self.decoder = nn.Sequential(
             nn.Linear(latent_dim, 256), nn.LeakyReLU(0.1),
             nn.Linear(256, 512), nn.LeakyReLU(0.1),
-            nn.Linear(512, npix))
+            nn.Linear(512, 128), nn.Linear(128, npix))
+        # The published latent is standardised: (mean - shift) / scale, with
+        # shift and scale of the training spectra's posterior means (set by
+        # standardise()); identity until then.
+        self.register_buffer("latent_shift", torch.zeros(latent_dim))
+        self.register_buffer("latent_scale", torch.ones(latent_dim))
 
     def encode(self, flux, weight):
         h = self.to_hidden(self.trunk(encoder_input(flux, weight)))
@@ -134,10 +168,28 @@ class SpectrumVAE(nn.Module):
         score = chi.sum(dim=1) / n_covered.clamp_min(1.0)
         return torch.where(n_covered > 0, score, torch.full_like(score, float("nan")))
 
+    def standardise(self, means, floor=0.05):
+        """Set the published latent's shift and scale from training means.
+
+        Parameters
+        ----------
+        means : Tensor (n, latent_dim)
+            Posterior means (``encode``) of training spectra.
+        floor : float
+            Added in quadrature to each dimension's standard deviation, so
+            an idle dimension (posterior = prior, mean ~ 0) is not blown up
+            into unit-variance noise.
+        """
+        self.latent_shift.copy_(means.mean(0))
+        self.latent_scale.copy_(torch.sqrt(means.var(0) + floor ** 2))
+
     def forward(self, flux, weight):
         mean, logvar = self.encode(flux, weight)
         reconstruction = self.decode(mean)
-        return mean, logvar, reconstruction, self.anomaly(flux, weight, reconstruction)
+        published = (mean - self.latent_shift) / self.latent_scale
+        published_logvar = logvar - 2.0 * torch.log(self.latent_scale)
+        return (published, published_logvar, reconstruction,
+                self.anomaly(flux, weight, reconstruction))
 
 
 def der_snr_variance(flux, covered):
@@ -255,11 +307,16 @@ class VelocityScanner(nn.Module):
         of rest pixel 0).
     pool, phases, window, half_window : int
     sys_kms : float
+    pixel_mask : array (npix,), optional
+        0 where pixels are ignored (night-sky line residuals), else 1.
     """
 
     def __init__(self, dlnl, npix, kinds, *, pool=8, phases=4, window=4,
-                 half_window=50, sys_kms=0.0, newton_steps=2):
+                 half_window=50, sys_kms=0.0, newton_steps=2, pixel_mask=None):
         super().__init__()
+        # 0 at pixels never to be fitted (residuals of strong night-sky lines)
+        self.register_buffer("pixel_mask", torch.ones(npix) if pixel_mask is None
+                             else torch.as_tensor(pixel_mask, dtype=torch.float32))
         self.dlnl = float(dlnl)
         self.npix = int(npix)
         self.pool = int(pool)
@@ -323,7 +380,7 @@ class VelocityScanner(nn.Module):
 
     def residuals(self, flux, weight):
         """Continuum-divided residual r and its inverse variance w'."""
-        covered = (weight > 0).to(flux.dtype)
+        covered = (weight > 0).to(flux.dtype) * self.pixel_mask
         continuum = self.box_sum(flux * covered) / self.box_sum(covered).clamp_min(1.0)
         ok = covered * (continuum > 1e-3).to(flux.dtype)
         safe = torch.where(ok > 0, continuum, torch.ones_like(continuum))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.preprocess import C_KMS, MODEL_GRID
+from ingest.preprocess import MODEL_GRID
 from models import analysis as A
 from models import data as D
 from models import evaluate as E
@@ -73,7 +73,11 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
     # ---- VAE: informative dimensions and mutual information ------------
     mean, logvar, rec, anomaly = run(models["vae"], flux, weight)
     stars = np.array([i.kind == "star" for i in items])
-    mad_values, mad_informative = A.mad_rule(mean[stars])
+    # Sedaghat's MAD rule is about the posterior means on the prior's scale:
+    # undo the published standardisation (MI and I(x;z) do not care).
+    standard = json.loads(models["vae"].meta.get("latent_standardisation", "null") or "null")
+    raw = mean if standard is None else mean * np.array(standard["scale"]) + np.array(standard["shift"])
+    mad_values, mad_informative = A.mad_rule(raw[stars])
     information = A.latent_information(mean[stars], logvar[stars])
     info_informative = information > A.INFORMATION_THRESHOLD
     labelled = np.array([i.kind == "star" and bool(i.teff) and i.logg is not None
@@ -175,9 +179,7 @@ class _TorchLike:
 
     def __init__(self, model):
         self.model = model
-        self.temperature = float(json.loads(model.meta["metrics"] if isinstance(
-            model.meta["metrics"], str) else json.dumps(model.meta["metrics"])).get(
-            "temperature", float("nan")))
+        self.temperature = float(model.meta["metrics"].get("temperature", float("nan")))
 
     def __call__(self, flux, weight):
         import torch
@@ -213,6 +215,3 @@ def _reconstruction_examples(items, flux, weight, rec, anomaly):
         out.append((label, flux[n], weight[n], rec[n], float(anomaly[n])))
     return out
 
-
-def redshift_kms(z):
-    return np.asarray(z) * C_KMS

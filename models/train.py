@@ -26,6 +26,9 @@ from models.nets import SpectrumClassifier, SpectrumVAE
 
 CLASS_INDEX = {name: n for n, name in enumerate(D.CLASSES)}
 
+#: Fraction of training quasars shipped continuum-normalised.
+QSO_NORMALISED = 0.25
+
 
 @dataclass
 class TrainConfig:
@@ -33,13 +36,14 @@ class TrainConfig:
 
     seed: int = 20240601
     latent_dim: int = 32
-    kl_weight: float = 1.0
+    kl_weight: float = 0.5
     l1_scale: float = 0.02
+    line_scale: float = 0.01
     vae_epochs: int = 24
     vae_pool: int = 6144
     vae_refresh: float = 0.34
-    clf_epochs: int = 24
-    clf_pool: int = 6144
+    clf_epochs: int = 36
+    clf_pool: int = 8192
     clf_refresh: float = 0.34
     batch: int = 128
     lr: float = 2e-3
@@ -47,8 +51,10 @@ class TrainConfig:
     galaxy_templates: int = 400
     qso_templates: int = 400
     star_rv_sigma: float = 60.0
-    vae_strength: float = 1.0
-    vae_min_snr: float = 5.0
+    vae_strength: float = 0.7
+    vae_min_snr: float = 15.0
+    clf_strength: tuple = (0.0, 0.9)
+    class_power: float = 0.8
     extra: dict = field(default_factory=dict)
 
 
@@ -99,7 +105,14 @@ class Material:
             z = float(rng.uniform(0.0, 0.3) if rng.random() < 0.8 else rng.uniform(0.3, 0.5))
             return "galaxy", (g.wave, g.flux, g.good), None, "galaxy", z
         z, q = self.qsos[rng.integers(len(self.qsos))]
-        return "qso", (q.wave, q.flux, q.good), None, "qso", z
+        return "qso", self.qso_source(q), None, "qso", z
+
+    def qso_source(self, q):
+        """A quasar as shipped: as observed, or (a quarter of the time)
+        divided by its unabsorbed continuum as echelle pipelines do."""
+        if self.rng.random() < QSO_NORMALISED:
+            return q.normalised()
+        return q.wave, q.flux, q.good
 
 
 def vae_pair(material: Material, rng, shares=(0.8, 0.12, 0.08)):
@@ -132,12 +145,13 @@ def vae_pair(material: Material, rng, shares=(0.8, 0.12, 0.08)):
 def classifier_sample(material: Material, rng):
     """One classifier sample: (flux, weight, class index)."""
     # class shares: stars by sqrt(count), emission stars, galaxies, QSOs
+    cfg = material.cfg
     star_classes = [c for c in D.STAR_CLASSES if material.class_counts.get(c)]
-    star_share = np.array([math.sqrt(material.class_counts[c]) for c in star_classes])
+    star_share = np.array([material.class_counts[c] ** cfg.class_power for c in star_classes])
     star_share = 0.72 * star_share / star_share.sum()
     shares = np.concatenate([star_share, [0.1, 0.1, 0.08]])
     choice = rng.choice(len(shares), p=shares / shares.sum())
-    strength = float(rng.uniform(0.2, 1.2))
+    strength = float(rng.uniform(*cfg.clf_strength))
     if choice < len(star_classes):
         label = star_classes[choice]
         pool = [i for i in material.labelled if i.label == label]
@@ -166,7 +180,7 @@ def classifier_sample(material: Material, rng):
     else:
         label = "qso"
         z, q = material.qsos[rng.integers(len(material.qsos))]
-        source, native_r = (q.wave, q.flux, q.good), None
+        source, native_r = material.qso_source(q), None
     obs = D.random_observation(rng, z=z, strength=strength, native_r=native_r)
     flux, weight = material.observed(source, obs, native_r)
     return flux, weight, CLASS_INDEX[label]
@@ -220,13 +234,29 @@ def _progress(iterable, desc):
 # VAE
 # --------------------------------------------------------------------------
 
+def high_pass(x, mask):
+    """x minus its coverage-weighted running mean (the line pattern)."""
+    from models.nets import LINE_HALF_WINDOW, box_mean
+    return (x - box_mean(x, mask, LINE_HALF_WINDOW)) * mask
+
+
 def vae_loss(model, flux, weight, target, mask, cfg, generator=None):
-    """Laplace reconstruction (L1 / l1_scale, summed over pixels) + beta KL."""
+    """Laplace reconstruction + the same on the line pattern + beta KL.
+
+    ``sum |rec - target| / l1_scale + sum |hp(rec) - hp(target)| /
+    line_scale + kl_weight * KL`` over covered target pixels, where hp
+    removes a 51-pixel running mean: the second term makes the decoder (and
+    so the latent) care about line depths of a few per cent, where gravity
+    and metallicity show, not only about the continuum.
+    """
     mean, logvar = model.encode(flux, weight)
     eps = torch.randn(mean.shape, generator=generator)
     latent = mean + eps * torch.exp(0.5 * logvar)
     rec = model.decode(latent)
     recon = ((rec - target).abs() * mask).sum(1) / cfg.l1_scale
+    if cfg.line_scale:
+        lines = (high_pass(rec, mask) - high_pass(target, mask)).abs().sum(1)
+        recon = recon + lines / cfg.line_scale
     kl = 0.5 * (mean ** 2 + logvar.exp() - 1.0 - logvar).sum(1)
     loss = (recon + cfg.kl_weight * kl).mean()
     pixels = mask.sum(1).clamp_min(1)
@@ -280,7 +310,20 @@ def train_vae(items, cfg: TrainConfig, *, epochs=None, pool=None, progress=True)
             bar.set_postfix(loss=f"{row['loss']:.1f}", l1=f"{row['l1']:.4f}",
                             kl=f"{row['kl']:.1f}")
     model.eval()
+    standardise_latent(model, items)
     return model, history
+
+
+def standardise_latent(model, items):
+    """Set the VAE's published-latent standardisation from the training
+    stars (train split, as ingest would prepare them; no labels)."""
+    train_stars = [i for i in items if i.kind == "star" and i.split == "train"]
+    pairs = [D.prepare_observed(i.spectrum) for i in train_stars]
+    flux = np.stack([f for f, _ in pairs])
+    weight = np.stack([w for _, w in pairs])
+    with torch.inference_mode():
+        mean, _ = model.encode(torch.from_numpy(flux), torch.from_numpy(weight))
+    model.standardise(mean)
 
 
 # --------------------------------------------------------------------------
@@ -357,11 +400,15 @@ def fit_temperature(model, flux, weight, labels):
     return best[1], best[0]
 
 
-def validation_set(items, cfg, rng, n_augmented=3):
+def validation_set(items, cfg, rng, n_augmented=3, synthetic=False):
     """Validation data for temperature scaling: val stars as they are and
-    augmented, plus synthetic galaxies and quasars (fresh draws)."""
-    material = Material(items, rng, TrainConfig(**{**asdict(cfg), "galaxy_templates": 60,
-                                                   "qso_templates": 60}), split="val")
+    augmented; with ``synthetic`` also fresh synthetic galaxies and quasars
+    (left out by default: they are easy, and would pull the temperature
+    below what real spectra need)."""
+    n_synthetic = 60 if synthetic else 1
+    material = Material(items, rng, TrainConfig(**{**asdict(cfg),
+                                                   "galaxy_templates": n_synthetic,
+                                                   "qso_templates": n_synthetic}), split="val")
     flux, weight, labels = [], [], []
     for item in material.labelled:
         f, w = D.prepare_observed(item.spectrum)
@@ -373,7 +420,8 @@ def validation_set(items, cfg, rng, n_augmented=3):
             f, w = material.observed((item.wave, item.flux, item.good), obs,
                                      item.spectrum.meta["resolving_power"])
             flux.append(f), weight.append(w), labels.append(CLASS_INDEX[item.label])
-    for kind, pool in (("galaxy", material.galaxies), ("qso", material.qsos)):
+    for kind, pool in ((("galaxy", material.galaxies), ("qso", material.qsos))
+                       if synthetic else ()):
         for entry in pool:
             if kind == "galaxy":
                 t, z = entry, float(rng.uniform(0, 0.3))

@@ -31,6 +31,22 @@ WINDOW = 4
 HALF_WINDOW = 50
 
 
+#: Strong night-sky emission lines ([O I] 5577, 6300, 6364; vacuum A): their
+#: subtraction residuals are the sharpest features in many survey spectra
+#: and would otherwise pass for redshifted emission lines.
+SKY_LINES = (5578.9, 6302.0, 6365.5)
+SKY_HALF_WIDTH = 6.0
+
+
+def sky_mask(grid=MODEL_GRID):
+    """1 everywhere except within SKY_HALF_WIDTH A of a sky line."""
+    wave = grid.wavelength
+    mask = np.ones(grid.npix, dtype=np.float32)
+    for line in SKY_LINES:
+        mask[np.abs(wave - line) <= SKY_HALF_WIDTH] = 0.0
+    return mask
+
+
 def kind_ranges(grid=MODEL_GRID, pool=POOL):
     """Coarse shift ranges: stars +-3000 km/s, galaxies z -0.005..0.5, QSOs 0.1..5."""
     dlnl = math.log(10) * grid.loglam_step
@@ -170,7 +186,8 @@ def build_scanner(items, rng, *, n_star=24, n_galaxy=8, n_qso=2, n_synthetic=200
         progress("qso templates")
     dlnl = math.log(10) * grid.loglam_step
     scanner = VelocityScanner(dlnl, grid.npix, kinds, pool=POOL, phases=PHASES,
-                              window=WINDOW, half_window=HALF_WINDOW)
+                              window=WINDOW, half_window=HALF_WINDOW,
+                              pixel_mask=sky_mask(grid))
     summary = {k["name"]: {"templates": len(k["fine"]), "members": k["members"],
                            "z_range": [math.exp(k["s_min"] * POOL * dlnl) - 1,
                                        math.exp(k["s_max"] * POOL * dlnl) - 1]}
