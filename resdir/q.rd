@@ -126,7 +126,7 @@
       spectra by ordering on the distance between latent vectors.</meta>
     <!-- the distance the VAE's latent space is trained for; ingest refuses
       a model trained for another one, and the HNSW index is built for it -->
-    <property name="latentMetric">cosine</property>
+    <property name="latentMetric">l2</property>
 
     <column name="pubdid" type="text" required="True"
       ucd="meta.ref.ivoid" tablehead="Pub. DID" verbLevel="1"
@@ -199,7 +199,7 @@
     <index columns="obs_id"/>
     <index columns="ml_class"/>
     <index columns="latent" name="ml_results_latent_hnsw" method="hnsw"
-      >latent vector_cosine_ops</index>
+      >latent vector_l2_ops</index>
   </table>
 
   <data id="import" updating="True">

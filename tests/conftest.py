@@ -61,6 +61,9 @@ def scratch_latents():
     their own schema, are made once and kept (a second run reuses them).
     """
     from gavo import base
+    from vo_services.similarity import latent_column
+    ops = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops"}[
+        latent_column().metric]
     conn = base.getDBConnection("admin")
     with conn.cursor() as cursor:
         cursor.execute("SELECT to_regclass('retrspect_scratch.ml_big') "
@@ -69,6 +72,11 @@ def scratch_latents():
         if exists:
             cursor.execute("SELECT COUNT(*) FROM retrspect_scratch.ml_big")
             exists = cursor.fetchone()[0] == SCRATCH_ROWS
+        if exists:  # the index must serve the metric the model is for
+            cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname "
+                           "= 'ml_big_latent_hnsw'")
+            found = cursor.fetchone()
+            exists = bool(found) and ops in found[0]
         if not exists:
             cursor.execute("""
                 DROP SCHEMA IF EXISTS retrspect_scratch CASCADE;
@@ -87,7 +95,7 @@ def scratch_latents():
                 ALTER TABLE retrspect_scratch.ml_big ADD PRIMARY KEY (pubdid);
                 CREATE INDEX ml_big_ml_class ON retrspect_scratch.ml_big (ml_class);
                 CREATE INDEX ml_big_latent_hnsw ON retrspect_scratch.ml_big
-                  USING hnsw (latent vector_cosine_ops);
+                  USING hnsw (latent """ + ops + """);
                 CREATE TABLE retrspect_scratch.spectra_big AS
                 SELECT pubdid AS ssa_pubdid, 'star ' || obs_id AS ssa_targname
                 FROM retrspect_scratch.ml_big;

@@ -65,7 +65,7 @@ def _torch_modules(npix: int, latent_dim: int, seed: int):
 
 def write_test_models(directory: Path, *, latent_dim: int = 32,
                       grid: Grid = TEST_GRID, version: str = "0.0.1",
-                      metric: str = "cosine", seed: int = 0,
+                      metric: str = "l2", seed: int = 0,
                       kinds=("vae", "classifier", "velocity")) -> dict:
     """Export the test models into ``directory``; returns kind -> path."""
     import onnx

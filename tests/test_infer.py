@@ -60,7 +60,7 @@ def test_model_with_wrong_latent_dimension_is_refused(model_dir, tmp_path):
         infer.ModelSet.load(model_dir, latent_dim=16)
     assert "vae-" in str(err.value) and "vector(16)" in str(err.value)
     with pytest.raises(infer.ModelError, match="metric"):
-        infer.ModelSet.load(model_dir, latent_metric="l2")
+        infer.ModelSet.load(model_dir, latent_metric="cosine")
 
 
 def test_not_an_onnx_file_is_refused(tmp_path):
@@ -75,7 +75,7 @@ def test_chunk_values_equal_direct_onnx(model_dir, stelib_files, tmp_path):
     broken = tmp_path / "broken.fits"
     broken.write_text("SIMPLE  = nonsense")
     options = pipeline.IngestOptions(model_dir=model_dir, workers=1,
-                                     latent_dim=32, latent_metric="cosine")
+                                     latent_dim=32, latent_metric="l2")
     result = pipeline.process_chunk([*stelib_files[:4], str(broken)], "/",
                                     options)
     assert [name for name, _ in result.skipped] == [str(broken)[1:]]

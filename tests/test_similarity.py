@@ -14,17 +14,25 @@ from astropy import units as u
 from conftest import sql
 
 QUERY_ID = "miles_m0028"
-UDFS = ("gavo_latent_distance", "gavo_latent_euclidean",
-        "gavo_spectrum_distance", "gavo_spectrum_euclidean")
+UDFS = tuple(f"gavo_{kind}_{metric}" for kind in ("latent", "spectrum")
+             for metric in ("distance", "euclidean", "cosine"))
 
 
 def _vector(value) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
-def _cosine(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
-    return 1 - matrix @ query / (np.linalg.norm(matrix, axis=1)
-                                 * np.linalg.norm(query))
+def _distance(matrix: np.ndarray, query: np.ndarray, metric: str
+              ) -> np.ndarray:
+    if metric == "cosine":
+        return 1 - matrix @ query / (np.linalg.norm(matrix, axis=1)
+                                     * np.linalg.norm(query))
+    return np.linalg.norm(matrix - query, axis=1)
+
+
+def _trained_metric() -> str:
+    from vo_services.similarity import latent_column
+    return latent_column().metric
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +48,7 @@ def all_latents(tap):
 
 def _exact_knn(table, query, k, mask=None):
     latents = np.vstack([_vector(v) for v in table["latent"]])
-    distance = _cosine(latents, query)
+    distance = _distance(latents, query, _trained_metric())
     if mask is not None:
         distance = np.where(mask, distance, np.inf)
     order = np.argsort(distance)[:k]
@@ -83,15 +91,19 @@ def test_vector_literal_and_pubdid_agree(tap, all_latents):
     assert list(by_literal["obs_id"]) == list(by_did["obs_id"])
 
 
-def test_euclidean_is_the_other_metric(tap, all_latents):
+@pytest.mark.parametrize("name, metric", [("euclidean", "l2"),
+                                          ("cosine", "cosine")])
+def test_explicit_metrics(tap, all_latents, name, metric):
     latents = np.vstack([_vector(v) for v in all_latents["latent"]])
     query = latents[list(all_latents["obs_id"]).index(QUERY_ID)]
-    euclid = np.linalg.norm(latents - query, axis=1)
-    expected = [all_latents["obs_id"][i] for i in np.argsort(euclid)[:5]]
+    distance = _distance(latents, query, metric)
+    expected = [all_latents["obs_id"][i] for i in np.argsort(distance)[:5]]
     result = tap.search(
-        "SELECT TOP 5 obs_id FROM retrspect.ml_results ORDER BY "
-        f"gavo_spectrum_euclidean(latent, '{QUERY_ID}')").to_table()
+        "SELECT TOP 5 obs_id, "
+        f"gavo_spectrum_{name}(latent, '{QUERY_ID}') AS d "
+        "FROM retrspect.ml_results ORDER BY d").to_table()
     assert list(result["obs_id"]) == expected
+    np.testing.assert_allclose(result["d"], np.sort(distance)[:5], atol=1e-4)
 
 
 def test_async_knn(tap):

@@ -156,64 +156,48 @@ def register_adql_functions() -> None:
             raise common.UfuncError(f"{name} takes exactly two arguments")
 
     trained = "the metric the latent space was trained for"
+    described = {"l2": "Euclidean (L2) distance", "cosine": "cosine distance "
+                 "(1 - cos of the angle, 0 to 2)"}
 
-    @userFunction(
-        "gavo_latent_distance",
-        "(latent1 REAL[], latent2 REAL[]) -> DOUBLE PRECISION",
-        f"""
-        Distance between two latent vectors in {trained} (cosine distance,
-        1 - cos angle, between 0 and 2 for retrspect's VAE).  Each argument
-        is a latent column (retrspect.ml_results.latent) or a vector literal
-        such as '[0.1, -0.3, ...]' or '0.1 -0.3 ...' with one number per
-        latent dimension.  ORDER BY this with TOP k uses the HNSW index.
-        """,
-        "double precision", ucd="stat.value")
-    def _latent_distance(args):
-        two_arguments("gavo_latent_distance", args)
-        return distance(latent_column().metric,
-                        operand(args[0], "first argument"),
-                        operand(args[1], "second argument"))
+    def make_pair(suffix: str, metric: str | None, doc: str) -> None:
+        """gavo_latent_<suffix> and gavo_spectrum_<suffix> for one metric
+        (None: the trained metric, which the HNSW index serves)."""
 
-    @userFunction(
-        "gavo_latent_euclidean",
-        "(latent1 REAL[], latent2 REAL[]) -> DOUBLE PRECISION",
-        """
-        Euclidean (L2) distance between two latent vectors (columns or
-        vector literals as for gavo_latent_distance).  Computed exactly, not
-        through the index (which is built for the trained metric).
-        """,
-        "double precision", ucd="stat.value")
-    def _latent_euclidean(args):
-        two_arguments("gavo_latent_euclidean", args)
-        return distance("l2", operand(args[0], "first argument"),
-                        operand(args[1], "second argument"))
+        def metric_now() -> str:
+            return metric or latent_column().metric
 
-    @userFunction(
-        "gavo_spectrum_distance",
-        "(latent REAL[], spectrum TEXT) -> DOUBLE PRECISION",
-        f"""
-        Distance in {trained} from a latent vector (usually the latent
-        column of retrspect.ml_results) to the latent of the spectrum named
-        by its publisher DID (ivo://...) or its obs_id (e.g. 'miles_m0028').
-        SELECT TOP 10 ... ORDER BY gavo_spectrum_distance(latent, 'id')
-        gives that spectrum's nearest neighbours, from the HNSW index.
-        """,
-        "double precision", ucd="stat.value")
-    def _spectrum_distance(args):
-        two_arguments("gavo_spectrum_distance", args)
-        return distance(latent_column().metric,
-                        operand(args[0], "first argument"),
-                        spectrum_operand(args[1]))
+        @userFunction(
+            f"gavo_latent_{suffix}",
+            "(latent1 REAL[], latent2 REAL[]) -> DOUBLE PRECISION",
+            f"""
+            {doc} between two latent vectors.  Each argument is a latent
+            column (retrspect.ml_results.latent) or a vector literal such as
+            '[0.1, -0.3, ...]' or '0.1 -0.3 ...' with one number per latent
+            dimension.
+            """, "double precision", ucd="stat.value")
+        def _latent(args):
+            two_arguments(f"gavo_latent_{suffix}", args)
+            return distance(metric_now(), operand(args[0], "first argument"),
+                            operand(args[1], "second argument"))
 
-    @userFunction(
-        "gavo_spectrum_euclidean",
-        "(latent REAL[], spectrum TEXT) -> DOUBLE PRECISION",
-        """
-        Euclidean (L2) distance from a latent vector to the latent of the
-        spectrum named by its publisher DID or obs_id (exact, no index).
-        """,
-        "double precision", ucd="stat.value")
-    def _spectrum_euclidean(args):
-        two_arguments("gavo_spectrum_euclidean", args)
-        return distance("l2", operand(args[0], "first argument"),
-                        spectrum_operand(args[1]))
+        @userFunction(
+            f"gavo_spectrum_{suffix}",
+            "(latent REAL[], spectrum TEXT) -> DOUBLE PRECISION",
+            f"""
+            {doc} from a latent vector (usually the latent column of
+            retrspect.ml_results) to the latent of the spectrum named by its
+            publisher DID (ivo://...) or obs_id (e.g. 'miles_m0028').
+            """, "double precision", ucd="stat.value")
+        def _spectrum(args):
+            two_arguments(f"gavo_spectrum_{suffix}", args)
+            return distance(metric_now(), operand(args[0], "first argument"),
+                            spectrum_operand(args[1]))
+
+    make_pair("distance", None,
+              f"Distance, in {trained} (Euclidean for retrspect's VAE; "
+              "SELECT TOP k ... ORDER BY it is answered from the HNSW "
+              "index),")
+    make_pair("euclidean", "l2", described["l2"] + " (exact when the "
+              "latent space was trained for another metric)")
+    make_pair("cosine", "cosine", described["cosine"] + " (exact when the "
+              "latent space was trained for another metric)")
