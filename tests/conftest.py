@@ -31,9 +31,13 @@ def ssa(base_url):
     return pyvo.dal.SSAService(f"{base_url}/retrspect/q/ssa/ssap.xml")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def db():
-    """A read-only connection to DaCHS's database (DaCHS's own profile)."""
+    """A read-only connection to DaCHS's database (DaCHS's own profile).
+
+    One per test: the fault tests restart PostgreSQL, which ends every
+    connection opened before.
+    """
     from gavo import base
     conn = base.getDBConnection("trustedquery")
     yield conn
