@@ -31,6 +31,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 # The project itself (not editable: the DaCHS server, running as gavo, imports it).
+# setuptools' build/ keeps files deleted from the tree (an old model would
+# be installed beside its successor): build from scratch every time.
+rm -rf "$here/build" "$here"/*.egg-info
 log "installing retrspect into $VENV"
 "${pip[@]}" install --no-deps --no-build-isolation --force-reinstall "$here"
 
