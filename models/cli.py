@@ -103,6 +103,7 @@ def train(argv) -> int:
         temperature, nll = T.fit_temperature(model, flux, weight, labels)
         metrics = E.public(E.classifier_metrics(model, items))
         metrics["validation_nll"] = nll
+        metrics["baseline_knn_flux_accuracy"] = E.knn_class_baseline(items)
         T.save_checkpoint(args.workdir / "classifier.pt", model, name="classifier",
                           config=common, history=history, metrics=metrics,
                           extra={"seconds": time.perf_counter() - t0})

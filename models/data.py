@@ -141,11 +141,16 @@ def main_class(mk_type: str | None) -> str | None:
     """The main spectral class (O..M) of an MK type, None if it has none.
 
     Subdwarf prefixes are dropped (``sdF5`` -> F); Wolf-Rayet, white dwarf,
-    carbon and S stars, horizontal-branch stars and empty types give None.
+    carbon and S stars, evolutionary stages in place of a type (GB, AGB, HB
+    for MILES's cluster stars) and empty types give None.
     """
     if not mk_type:
         return None
     text = mk_type.strip()
+    # The MILES catalogue gives evolutionary stages, not MK types, for its
+    # globular- and open-cluster stars: GB (giant branch), AGB, HB.
+    if re.match(r"^(A?GB|RGB|[BER]?HB|SGB)\b", text):
+        return None
     text = re.sub(r"^sd:?", "", text)
     if text and text[0] in "OBAFGKM":
         return text[0]

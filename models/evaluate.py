@@ -169,6 +169,17 @@ def classifier_metrics(model, items):
         sel = (conf > lo) & (conf <= lo + 0.1)
         if sel.any():
             ece += sel.mean() * abs(conf[sel].mean() - star_ok[sel].mean())
+    # errors between neighbouring classes at a boundary subclass (G8-G9
+    # called K, K0-K2 called G, ...): where MK classes themselves blur
+    order = "OBAFGKM"
+    boundary = 0
+    for item, q, ok in zip(stars, predicted[:n], star_ok):
+        if ok or item.label not in order or D.CLASSES[q] not in order:
+            continue
+        sub = subclass(item.spectrum.meta["mk_type"])
+        step = order.index(D.CLASSES[q]) - order.index(item.label)
+        if sub is not None and ((step == 1 and sub >= 7) or (step == -1 and sub <= 2)):
+            boundary += 1
     real = []
     for item, q, e, prob in zip(others, predicted[n:], entropy[n:], p[n:]):
         covered = float(np.mean(D.prepare_observed(item.spectrum)[1] > 0))
@@ -181,6 +192,8 @@ def classifier_metrics(model, items):
         "test_star_main_class_accuracy": float(star_ok[main].mean()),
         "test_star_main_class_within_one": float(np.mean(
             np.abs(predicted[:n][main] - truth[:n][main]) <= 1)),
+        "errors_at_subclass_boundary": int(boundary),
+        "errors": int((~star_ok).sum()),
         "n_test_stars": int(n),
         "per_class_recall": per_class,
         "expected_calibration_error": float(ece),
@@ -196,6 +209,27 @@ def classifier_metrics(model, items):
         "uncertainty_correct_median": float(np.median(entropy[:n][star_ok])),
         "uncertainty_wrong_median": float(np.median(entropy[:n][~star_ok])) if (~star_ok).any() else None,
     }
+
+
+def subclass(mk_type):
+    """The numeric MK subclass (G8 III -> 8.0), None when there is none."""
+    import re
+    match = re.match(r"^(?:sd:?)?[OBAFGKM](\d(?:\.\d)?)", (mk_type or "").strip())
+    return float(match.group(1)) if match else None
+
+
+def knn_class_baseline(items, k=5):
+    """Accuracy of a model-free classifier: majority class of the k nearest
+    training stars in prepared flux (L2), for held-out labelled stars."""
+    train = [i for i in items if i.kind == "star" and i.split == "train" and i.label]
+    test = [i for i in items if i.kind == "star" and i.split == "test" and i.label]
+    fi, _ = prepared(train)
+    fq, _ = prepared(test)
+    d = (fq * fq).sum(1)[:, None] - 2 * fq @ fi.T + (fi * fi).sum(1)[None, :]
+    nearest = np.argsort(d, axis=1)[:, :k]
+    labels = np.array([i.label for i in train])
+    votes = [max(set(row), key=list(row).count) for row in labels[nearest]]
+    return float(np.mean([v == i.label for v, i in zip(votes, test)]))
 
 
 # --------------------------------------------------------------------------

@@ -38,17 +38,22 @@ INPUT_RANGE = (-1.0, 6.0)
 LINE_HALF_WINDOW = 25
 
 
-def box_mean(x, covered, half_window):
-    """Coverage-weighted running mean over 2 * half_window + 1 pixels.
+def box_sum(x, half_window):
+    """Sum over a centred box of 2 * half_window + 1 pixels (zero outside).
 
-    An average pool rather than differences of a cumulative sum: the
-    latter loses ~1e-4 to cancellation in float32 over 2048 pixels, and
-    torch and ONNX Runtime would then disagree by that much.
+    Differences of a cumulative sum, accumulated in float64: O(n) instead
+    of the O(n * box) of a pooling layer, and without the ~1e-4
+    cancellation error a float32 cumulative sum over 2048 pixels has (torch
+    and ONNX Runtime would then disagree by that much).
     """
-    k = 2 * half_window + 1
-    num = F.avg_pool1d((x * covered)[:, None, :], k, stride=1, padding=half_window)[:, 0]
-    den = F.avg_pool1d(covered[:, None, :], k, stride=1, padding=half_window)[:, 0]
-    return num / den.clamp_min(0.5 / k)
+    h = half_window
+    c = torch.cumsum(F.pad(x.to(torch.float64), (h + 1, h)), dim=1)
+    return (c[:, 2 * h + 1:] - c[:, : -(2 * h + 1)]).to(x.dtype)
+
+
+def box_mean(x, covered, half_window):
+    """Coverage-weighted running mean over 2 * half_window + 1 pixels."""
+    return box_sum(x * covered, half_window) / box_sum(covered, half_window).clamp_min(0.5)
 
 
 def encoder_input(flux, weight):
@@ -196,15 +201,16 @@ def der_snr_variance(flux, covered):
     """Noise variance per spectrum from DER_SNR (Stoehr et al. 2008).
 
     ``sigma = 1.482602 / sqrt(6) * median |2 f_i - f_(i-2) - f_(i+2)|`` over
-    pixels whose three samples are covered; the median is taken with a sort
-    (exportable to ONNX).
+    every fourth pixel whose three samples are covered; the median is taken
+    with a sort (exportable to ONNX).
 
     Returns
     -------
     Tensor, shape (batch,)
     """
-    d = (2.0 * flux[:, 2:-2] - flux[:, :-4] - flux[:, 4:]).abs()
-    ok = covered[:, 2:-2] * covered[:, :-4] * covered[:, 4:]
+    # every fourth pixel: a 512-point median is plenty and sorts 4x faster
+    d = (2.0 * flux[:, 2:-2:4] - flux[:, :-4:4] - flux[:, 4::4]).abs()
+    ok = covered[:, 2:-2:4] * covered[:, :-4:4] * covered[:, 4::4]
     big = torch.full_like(d, 3.0e38)
     values, _ = torch.sort(torch.where(ok > 0, d, big), dim=1)
     n_ok = ok.sum(dim=1)
@@ -236,12 +242,12 @@ class SpectrumClassifier(nn.Module):
     """
 
     def __init__(self, npix, n_classes=10, heads=4, hidden=128, dropout=0.2,
-                 min_coverage=0.05):
+                 min_coverage=0.05, channels=(8, 16, 32, 32, 64, 64)):
         super().__init__()
         self.npix = npix
         self.n_classes = n_classes
         self.min_coverage = min_coverage
-        self.trunk = ConvTrunk(npix)
+        self.trunk = ConvTrunk(npix, channels=tuple(channels))
         self.shared = nn.Sequential(nn.Dropout(dropout),
                                     nn.Linear(self.trunk.out_features, hidden),
                                     nn.LeakyReLU(0.1))
@@ -374,9 +380,7 @@ class VelocityScanner(nn.Module):
 
     def box_sum(self, x):
         """Sum over a centred box of 2 * half_window + 1 pixels."""
-        h = self.half_window
-        c = torch.cumsum(F.pad(x, (h + 1, h)), dim=1)
-        return c[:, 2 * h + 1:] - c[:, : -(2 * h + 1)]
+        return box_sum(x, self.half_window)
 
     def residuals(self, flux, weight):
         """Continuum-divided residual r and its inverse variance w'."""

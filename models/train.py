@@ -48,6 +48,7 @@ class TrainConfig:
     batch: int = 128
     lr: float = 2e-3
     heads: int = 4
+    clf_channels: tuple = (8, 16, 32, 32, 64, 64)
     galaxy_templates: int = 400
     qso_templates: int = 400
     star_rv_sigma: float = 60.0
@@ -345,7 +346,8 @@ def train_classifier(items, cfg: TrainConfig, *, epochs=None, pool=None, progres
     epochs = cfg.clf_epochs if epochs is None else epochs
     size = cfg.clf_pool if pool is None else pool
     samples = Pool(lambda: classifier_sample(material, rng), size, cfg.clf_refresh, rng, "clf")
-    model = SpectrumClassifier(MODEL_GRID.npix, n_classes=len(D.CLASSES), heads=cfg.heads)
+    model = SpectrumClassifier(MODEL_GRID.npix, n_classes=len(D.CLASSES), heads=cfg.heads,
+                               channels=cfg.clf_channels)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps = max(1, epochs * (size // cfg.batch))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=steps,
