@@ -18,12 +18,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
-DEFAULT_WORKDIR = REPO_DIR / "build" / "models"
+
+
+def default_workdir():
+    """Checkpoints go to $RETRSPECT_MODELS_WORKDIR, else the user's cache
+    (``~/.cache/retrspect/models``): not under build/, which set-up wipes."""
+    if os.environ.get("RETRSPECT_MODELS_WORKDIR"):
+        return Path(os.environ["RETRSPECT_MODELS_WORKDIR"])
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "retrspect" / "models"
+
+
+DEFAULT_WORKDIR = default_workdir()
 NAMES = ("vae", "classifier", "velocity")
 TOLERANCE = 1e-4
 
