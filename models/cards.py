@@ -175,7 +175,8 @@ know Teff too.  The 10 x 10 histogram estimates (as in the paper) are in
 `retrspect train && retrspect export && retrspect analyse` (about 7 minutes on 2 cores;
 `python -c "from models.cli import train; train(['--only', 'vae'])"` trains one model)
 (the metrics should agree within ~0.3% in Teff and ~0.02 dex in log g and
-[Fe/H]; bytes differ run to run because torch's CPU kernels are not bit-exact).
+[Fe/H]; the files' bytes differ: their metadata carries the commit, and thread
+count and CPU kernels change float rounding).
 {_equality_line('vae', equality)}{_bench_line('vae', bench)}
 """
 
