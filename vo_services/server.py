@@ -110,14 +110,21 @@ FINGERPRINT_FILE = GAVO_ROOT / "state" / "retrspect-code.sha256"
 
 
 def code_fingerprint() -> str:
-    """Hash of the installed code DaCHS loads (ingest, vo_services)."""
+    """Hash of the installed code and models DaCHS loads.
+
+    The server keeps the ONNX sessions of search by example in memory, so a
+    new model set (file names carry content hashes) restarts it like code.
+    """
     import hashlib
-    import ingest
-    import vo_services
+    from importlib.util import find_spec
     digest = hashlib.sha256()
-    for package in (ingest, vo_services):
-        for path in sorted(Path(package.__file__).parent.glob("*.py")):
+    for package in ("ingest", "vo_services"):
+        directory = Path(find_spec(package).submodule_search_locations[0])
+        for path in sorted(directory.glob("*.py")):
             digest.update(path.name.encode() + path.read_bytes())
+    models = Path(find_spec("models").submodule_search_locations[0])
+    for path in sorted(models.glob("*.onnx")):
+        digest.update(path.name.encode())
     return digest.hexdigest()
 
 
