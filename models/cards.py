@@ -174,9 +174,10 @@ know Teff too.  The 10 x 10 histogram estimates (as in the paper) are in
 ## Reproduce
 `retrspect train && retrspect export && retrspect analyse` (about 7 minutes on 2 cores;
 `python -c "from models.cli import train; train(['--only', 'vae'])"` trains one model)
-(the metrics should agree within ~0.3% in Teff and ~0.02 dex in log g and
-[Fe/H]; the files' bytes differ: their metadata carries the commit, and thread
-count and CPU kernels change float rounding).
+(seeds are fixed: a rerun on this machine with 2 threads gave bit-identical
+weights and the same metrics; file names differ only through the commit in
+the metadata, and another CPU or thread count may change float rounding and
+so the metrics slightly, ~0.02 dex in log g and [Fe/H]).
 {_equality_line('vae', equality)}{_bench_line('vae', bench)}
 """
 
@@ -274,8 +275,8 @@ SDSS, ESI and MagE spectra are a test across instruments.  O stars are rare
 
 ## Reproduce
 `retrspect train && retrspect export && retrspect analyse`
-(accuracy should agree within ~2 percentage points: the test set is ~{m['n_test_stars']}
-spectra, one spectrum is {100 / max(m['n_test_stars'], 1):.1f} points).
+(a rerun here gave bit-identical weights; elsewhere accuracy should agree
+within ~2 points: one of the {m['n_test_stars']} test spectra is {100 / max(m['n_test_stars'], 1):.1f} points).
 {_equality_line('classifier', equality)}{_bench_line('classifier', bench)}
 """
 
@@ -380,7 +381,8 @@ Quasars and the AGN (no redshift target; for information):
 
 ## Reproduce
 `retrspect train && retrspect export && retrspect analyse`
-(robust sigma should agree within ~0.5 km/s).
+(the templates come from k-means with a fixed seed: a rerun here gave
+bit-identical templates).
 {_equality_line('velocity', equality)}{_bench_line('velocity', bench)}
 """
 
