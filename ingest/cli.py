@@ -111,7 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MODEL_COMMANDS = ("train", "export", "analyse")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in MODEL_COMMANDS:
+        # everything after the subcommand belongs to models.cli, options
+        # first included (argparse's REMAINDER drops leading options)
+        from models import cli as models_cli
+        return getattr(models_cli, argv[0])(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
