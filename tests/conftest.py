@@ -53,6 +53,15 @@ def sql(db, query: str, params: dict | None = None) -> list[tuple]:
     return rows
 
 
+def psql(query: str) -> str:
+    """Output of one SQL statement run by psql as the postgres superuser
+    (for what the DaCHS roles may not see or do: other sessions, DDL)."""
+    import subprocess
+    return subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-d",
+                           "gavo", "-tA", "-c", query], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
 SCRATCH_ROWS = 100_000
 
 

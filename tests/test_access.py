@@ -6,31 +6,24 @@ write; row limits are bounded and an overflow is flagged in the VOTable
 """
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
 
-from conftest import sql
+from conftest import psql, sql
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 
 
-def _psql(query: str) -> str:
-    return subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-d",
-                           "gavo", "-tA", "-c", query], capture_output=True,
-                          text=True, check=True).stdout.strip()
-
-
 def test_untrusted_role_can_only_read_our_tables():
-    tables = _psql("SELECT schemaname || '.' || tablename FROM pg_tables "
+    tables = psql("SELECT schemaname || '.' || tablename FROM pg_tables "
                    "WHERE schemaname = 'retrspect'").split()
     assert {"retrspect.raw_data", "retrspect.ml_results"} <= set(tables)
     for table in tables + ["retrspect.spectra", "ivoa.obscore"]:
         for privilege in WRITES:
-            assert _psql(f"SELECT has_table_privilege('untrusted', "
+            assert psql(f"SELECT has_table_privilege('untrusted', "
                          f"'{table}', '{privilege}')") == "f", (table, privilege)
-    assert _psql("SELECT has_table_privilege('untrusted', "
+    assert psql("SELECT has_table_privilege('untrusted', "
                  "'retrspect.ml_results', 'SELECT')") == "t"
 
 
@@ -45,7 +38,7 @@ def test_tap_queries_run_as_the_untrusted_role(tap):
         users = ""
         for _ in range(120):
             # the job's SQL shows as a FETCH from its cursor
-            users = _psql("SELECT string_agg(DISTINCT usename, ',') FROM "
+            users = psql("SELECT string_agg(DISTINCT usename, ',') FROM "
                           "pg_stat_activity WHERE state = 'active' AND "
                           "backend_type = 'client backend' AND "
                           "pid != pg_backend_pid()")

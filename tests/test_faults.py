@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import psql
+
 sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
 from bench_ingest import make_files  # noqa: E402
 from common import BENCH_RD, VENV_BIN, dachs, write_bench_rd  # noqa: E402
@@ -31,19 +33,13 @@ N_FILES = 1200
 TMPFS = Path("/mnt/retrspect_full")
 
 
-def _psql(sql: str) -> str:
-    return subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-d",
-                           "gavo", "-tA", "-c", sql], capture_output=True,
-                          text=True, check=True).stdout.strip()
-
-
 def _counts() -> tuple[int, int, int]:
     """(raw rows, distinct obs_ids, ML rows) in the bench tables."""
-    if _psql("SELECT to_regclass('retrspect_bench.raw_data')") == "":
+    if psql("SELECT to_regclass('retrspect_bench.raw_data')") == "":
         return 0, 0, 0
-    raw, distinct = _psql("SELECT COUNT(*), COUNT(DISTINCT obs_id) FROM "
+    raw, distinct = psql("SELECT COUNT(*), COUNT(DISTINCT obs_id) FROM "
                           "retrspect_bench.raw_data").split("|")
-    ml = _psql("SELECT COUNT(*) FROM retrspect_bench.ml_results")
+    ml = psql("SELECT COUNT(*) FROM retrspect_bench.ml_results")
     return int(raw), int(distinct), int(ml)
 
 
@@ -124,12 +120,12 @@ def full_tablespace():
                     str(TMPFS)], check=True)
     try:
         subprocess.run(["chown", "postgres:postgres", str(TMPFS)], check=True)
-        _psql(f"CREATE TABLESPACE retrspect_full LOCATION '{TMPFS}'")
-        _psql("GRANT CREATE ON TABLESPACE retrspect_full TO PUBLIC")
+        psql(f"CREATE TABLESPACE retrspect_full LOCATION '{TMPFS}'")
+        psql("GRANT CREATE ON TABLESPACE retrspect_full TO PUBLIC")
         yield "retrspect_full"
     finally:
         dachs("drop", BENCH_RD, check=False)
-        _psql("DROP TABLESPACE IF EXISTS retrspect_full")
+        psql("DROP TABLESPACE IF EXISTS retrspect_full")
         subprocess.run(["umount", str(TMPFS)], check=False)
 
 
@@ -175,7 +171,7 @@ def test_timed_out_query_is_cancelled_in_the_database(tap):
             "< gavo_latent_distance(b.latent, c.latent)")
     def untrusted_backends() -> int:
         # the job's SQL shows as FETCH from a cursor: count the role's work
-        return int(_psql("SELECT COUNT(*) FROM pg_stat_activity WHERE "
+        return int(psql("SELECT COUNT(*) FROM pg_stat_activity WHERE "
                          "usename = 'untrusted' AND state = 'active'"))
 
     assert untrusted_backends() == 0

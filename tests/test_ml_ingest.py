@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import sql
+from conftest import psql, sql
 from model_fixtures import write_test_models
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
@@ -92,19 +92,13 @@ def test_tap_values_equal_onnx_run_directly(tap, db):
 
 # ------------------------------------------------- on the bench schema ----
 
-def _psql(query: str) -> str:
-    return subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-d",
-                           "gavo", "-tA", "-c", query], capture_output=True,
-                          text=True, check=True).stdout.strip()
-
-
 def _bench_counts() -> tuple[int, int, str]:
     """(raw rows, ML rows, model ids); no table counts as empty."""
-    if _psql("SELECT to_regclass('retrspect_bench.ml_results')") == "":
+    if psql("SELECT to_regclass('retrspect_bench.ml_results')") == "":
         return 0, 0, ""
-    raw = int(_psql("SELECT COUNT(*) FROM retrspect_bench.raw_data"))
-    ml = int(_psql("SELECT COUNT(*) FROM retrspect_bench.ml_results"))
-    models = _psql("SELECT string_agg(DISTINCT latent_model, ',') "
+    raw = int(psql("SELECT COUNT(*) FROM retrspect_bench.raw_data"))
+    ml = int(psql("SELECT COUNT(*) FROM retrspect_bench.ml_results"))
+    models = psql("SELECT string_agg(DISTINCT latent_model, ',') "
                    "FROM retrspect_bench.ml_results")
     return raw, ml, models
 
@@ -165,7 +159,7 @@ def test_reembed_swaps_model_versions_atomically(bench, model_sets):
     _import(model_sets["v2"], "reembed")
     raw, ml, new_models = _bench_counts()
     assert raw == ml == N_FILES and new_models.startswith("vae-2.0.0-")
-    classes = _psql("SELECT COUNT(*) FROM retrspect_bench.ml_results WHERE "
+    classes = psql("SELECT COUNT(*) FROM retrspect_bench.ml_results WHERE "
                     "class_model NOT LIKE 'classifier-2.0.0-%' OR "
                     "velocity_model NOT LIKE 'velocity-2.0.0-%'")
     assert classes == "0"
