@@ -179,11 +179,14 @@ def iter_import_rows(rd) -> Iterator[dict]:
 
 
 def stale_condition(model_ids: dict[str, str], ml: str = "ml") -> str:
-    """SQL that is true for ML rows not made by exactly these models."""
+    """SQL that is true for ML rows not made by exactly these models, or
+    written before "no answer" was stored as NULL instead of NaN."""
     column = {"vae": "latent_model", "classifier": "class_model",
               "velocity": "velocity_model"}
     parts = [f"{ml}.{column[kind]} IS DISTINCT FROM {_sql_literal(model_id)}"
              for kind, model_id in sorted(model_ids.items())]
+    if parts:
+        parts += [f"{ml}.{name} = 'NaN'" for name in ("anomaly", "redshift")]
     return " OR ".join(parts) or "FALSE"
 
 

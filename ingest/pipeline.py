@@ -122,6 +122,16 @@ def _models_for(options: IngestOptions):
     return _WORKER_MODELS[key]
 
 
+def _value(x) -> float | None:
+    """A model output as a column value: NULL where the model had no answer.
+
+    The models answer NaN where a spectrum covers too little of their grid;
+    SQL aggregates and ADQL comparisons treat NULL, not NaN, as "unknown".
+    """
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
 def ml_columns(models, outputs: dict, i: int) -> dict:
     """The ``ml_results`` columns of the i-th spectrum of a batch."""
     row = {}
@@ -130,7 +140,7 @@ def ml_columns(models, outputs: dict, i: int) -> dict:
         row.update(
             latent=[float(v) for v in out["latent_mean"][i]],
             latent_sigma=[float(v) for v in np.exp(0.5 * out["latent_logvar"][i])],
-            anomaly=float(out["anomaly"][i]),
+            anomaly=_value(out["anomaly"][i]),
             latent_model=vae.model_id)
     if "classifier" in outputs:
         classifier, out = models.models["classifier"], outputs["classifier"]
@@ -145,9 +155,10 @@ def ml_columns(models, outputs: dict, i: int) -> dict:
                for label, p in zip(classifier.labels, probabilities)})
     if "velocity" in outputs:
         velocity, out = models.models["velocity"], outputs["velocity"]
-        z, z_err = float(out["redshift"][i]), float(out["redshift_error"][i])
+        z, z_err = _value(out["redshift"][i]), _value(out["redshift_error"][i])
         row.update(redshift=z, redshift_err=z_err,
-                   velocity=C_KMS * z, velocity_err=C_KMS * z_err,
+                   velocity=None if z is None else C_KMS * z,
+                   velocity_err=None if z_err is None else C_KMS * z_err,
                    velocity_model=velocity.model_id)
     return row
 

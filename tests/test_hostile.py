@@ -405,6 +405,82 @@ def test_hostile_upload_name_is_escaped(base_url):
 
 
 # --------------------------------------------------------------------------
+# URL uploads: the server fetches public http(s) addresses only (no SSRF)
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.1", "127.8.9.10", "10.1.2.3", "172.16.0.1", "192.168.1.1",
+    "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1",
+    "255.255.255.255", "::1", "::", "fe80::1%eth0", "fc00::1",
+    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::7f00:1", "ff02::1"])
+def test_non_public_addresses_are_refused(address):
+    from vo_services.uploads import UploadRefused, check_address
+    with pytest.raises(UploadRefused, match="not a public internet address"):
+        check_address(address)
+
+
+@pytest.mark.parametrize("address", [
+    "8.8.8.8", "193.196.39.1", "2001:4860:4860::8888", "::ffff:8.8.8.8"])
+def test_public_addresses_pass(address):
+    from vo_services.uploads import check_address
+    check_address(address)
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("file:///etc/passwd", "scheme 'file' is not allowed"),
+    ("ftp://127.0.0.1/x", "scheme 'ftp' is not allowed"),
+    ("data:text/plain,hello", "scheme 'data' is not allowed"),
+    ("http://localhost:9/", "is not a public internet address"),
+    ("http://[::1]:9/", "is not a public internet address"),
+    ("https://127.0.0.1:9/", "is not a public internet address")])
+def test_upload_urls_refused_in_process(url, reason):
+    from gavo import base
+
+    from vo_services.uploads import open_public_url
+    with pytest.raises(base.ValidationError, match=re.escape(reason)):
+        open_public_url(url)
+
+
+@pytest.mark.stack
+def test_search_by_example_refuses_a_loopback_url_upload(base_url, canary):
+    import requests
+    response = requests.post(
+        base_url + BYEXAMPLE_PATH, timeout=60,
+        data={"UPLOAD": f"spectrum,{canary[0]}byexample", "k": "3"})
+    status, message = _query_status(response.content)
+    assert response.status_code < 500 and status == "ERROR", response.text
+    assert "not a public internet address" in message, message
+    assert canary[1] == [], "the server fetched a loopback URL"
+
+
+@pytest.mark.stack
+def test_tap_refuses_loopback_url_uploads_sync_and_async(base_url, canary):
+    import pyvo
+    import requests
+    query = "SELECT * FROM TAP_UPLOAD.t"
+    sync = requests.post(f"{base_url}/tap/sync", timeout=60, data={
+        "REQUEST": "doQuery", "LANG": "ADQL", "QUERY": query,
+        "UPLOAD": f"t,{canary[0]}tap-sync"})
+    status, message = _query_status(sync.content)
+    assert status == "ERROR" and "not a public internet address" in message, \
+        sync.text
+
+    # async jobs run in a separate `gavo taprun` process
+    job = pyvo.dal.AsyncTAPJob.create(
+        f"{base_url}/tap", query,
+        uploads={"t": f"{canary[0]}tap-async"})
+    try:
+        job.run().wait(phases={"COMPLETED", "ERROR", "ABORTED"}, timeout=120)
+        assert job.phase == "ERROR"
+        with pytest.raises(pyvo.DALQueryError,
+                           match="not a public internet address"):
+            job.raise_if_error()
+    finally:
+        job.delete()
+    assert canary[1] == [], "the server fetched a loopback URL"
+
+
+# --------------------------------------------------------------------------
 # Property-based: the readers
 # --------------------------------------------------------------------------
 

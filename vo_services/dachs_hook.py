@@ -23,6 +23,8 @@ EXTENSIONS = {
     "gavo.base.sqlsupport": "vo_services.extensions:read_vectors_as_arrays",
     "gavo.votable.enc_tabledata":
         "vo_services.extensions:write_null_float_arrays_as_nan",
+    "gavo.protocols.dali": "vo_services.uploads:guard_dali_url_uploads",
+    "gavo.protocols.taprunner": "vo_services.uploads:guard_tap_url_uploads",
 }
 
 #: names of the extensions that ran in this process (for tests and logs)
