@@ -1360,13 +1360,26 @@ def wcs_wavelength(path, info, npix):
                           "every pixel at the same wavelength")
     crpix = info.number("CRPIX1")
     offset = np.arange(npix) + 1.0 - (1.0 if crpix is None else crpix)
-    if info.number("DC-FLAG") == 1 or ctype == "LOGLIN":
+    if (info.number("DC-FLAG") == 1 or ctype == "LOGLIN"
+            or _log10_wave_log(info, ctype, crval)):
         values = 10.0 ** (crval + offset * step)
     elif ctype.endswith("-LOG"):
         values = crval * np.exp(offset * step / crval)
     else:
         values = crval + offset * step
     return values * _wcs_unit(info)
+
+
+def _log10_wave_log(info, ctype, crval):
+    """True for SDSS-style ``WAVE-LOG`` axes that hold log10(lambda / A).
+
+    mangadap's MaStar libraries write CTYPE1 = 'WAVE-LOG', CRVAL1 = 3.5589,
+    CDELT1 = 1e-4 and no CUNIT1: read as FITS WAVE-LOG in Angstrom that is
+    3.6-4.0 A, read as log10 it is 3622-11100 A.  A real logarithmic axis
+    starting below 5 A (X-rays) would state its unit.
+    """
+    return (ctype.endswith("-LOG") and info.text("CUNIT1") is None
+            and 0.0 < crval < 5.0)
 
 
 def _missing_or_bad(info, *keys):

@@ -186,6 +186,35 @@ def test_log_linear_wcs_matches_linetools_ascii_copy():
     assert spectrum.meta["target_name"] == "UM184"
 
 
+@pytest.mark.parametrize("path", [
+    TEMPLATES / "mastarhc_v2" / "MaStarHC_00.fits.gz",
+    TEMPLATES / "mastar_ssp_v1.0" / "MaStar-SSP-A00.003-Z+0.00.fits.gz"])
+def test_mastar_wave_log_axis_is_log10_angstrom(path):
+    """mangadap's MaStar files say CTYPE1 = 'WAVE-LOG' but hold
+    log10(lambda / A) in CRVAL1/CDELT1 (3.5589, 1e-4), without CUNIT1."""
+    header = fits.getheader(path)
+    spectrum = read_spectra(path)[0]
+    expected = 10 ** (header["CRVAL1"]
+                      + header["CDELT1"] * np.arange(header["NAXIS1"]))
+    assert np.allclose(spectrum.wavelength.to_value(u.AA), expected, rtol=1e-12)
+    assert 3600 < spectrum.wavelength[0].to_value(u.AA) < 3650
+    assert spectrum.wavelength[-1].to_value(u.AA) > 10000
+
+
+def test_fits_wave_log_axis_with_a_unit_stays_greisen(tmp_path):
+    """A WAVE-LOG axis that states its unit is the FITS standard's
+    lambda = CRVAL1 * exp(CDELT1 * p / CRVAL1), also below 5 units."""
+    npix, crval, cdelt = 500, 4.5e-7, 1e-10
+    path = tmp_path / "wavelog.fits"
+    hdu = fits.PrimaryHDU(np.ones(npix, np.float32) + 0.01 * np.arange(npix))
+    hdu.header.update(CTYPE1="WAVE-LOG", CUNIT1="m", CRVAL1=crval,
+                      CDELT1=cdelt, CRPIX1=1.0)
+    hdu.writeto(path)
+    spectrum = read_spectra(path)[0]
+    expected = crval * np.exp(cdelt * np.arange(npix) / crval)
+    assert np.allclose(spectrum.wavelength.to_value(u.m), expected, rtol=1e-12)
+
+
 def test_linetools_sdss_plate_spectrum():
     spectrum = read_one(LINETOOLS / "SDSSJ220248.31+123656.3.fits")
     assert len(spectrum.wavelength) == 4646
