@@ -1483,28 +1483,28 @@ def _split_name(path):
     return base, name[len(base):]
 
 
-def error_companion(path):
-    """The error file beside a flux file (PH957_f.fits -> PH957_e.fits), or None."""
+def _companion(path, to_error: bool):
+    """The other file of a flux/error pair beside ``path``, or None."""
     path = Path(path)
     base, rest = _split_name(path)
     for flux_suffix, error_suffix in _FLUX_ERROR_SUFFIXES:
-        if base.endswith(flux_suffix):
-            candidate = path.with_name(base[: -len(flux_suffix)] + error_suffix + rest)
+        have, want = ((flux_suffix, error_suffix) if to_error
+                      else (error_suffix, flux_suffix))
+        if base.endswith(have):
+            candidate = path.with_name(base[: -len(have)] + want + rest)
             if candidate.is_file():
                 return candidate
     return None
+
+
+def error_companion(path):
+    """The error file beside a flux file (PH957_f.fits -> PH957_e.fits), or None."""
+    return _companion(path, to_error=True)
 
 
 def flux_companion(path):
     """The flux file beside an error file (UM184_nE.fits -> UM184_nF.fits), or None."""
-    path = Path(path)
-    base, rest = _split_name(path)
-    for flux_suffix, error_suffix in _FLUX_ERROR_SUFFIXES:
-        if base.endswith(error_suffix):
-            candidate = path.with_name(base[: -len(error_suffix)] + flux_suffix + rest)
-            if candidate.is_file():
-                return candidate
-    return None
+    return _companion(path, to_error=False)
 
 
 def _sniff_error_file(source):
