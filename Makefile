@@ -14,6 +14,7 @@ deploy: setup
 	$(VENV)/bin/retrspect deploy --resdir resdir
 
 run: deploy
+	$(VENV)/bin/retrspect check
 	@echo "retrspect is serving on http://localhost:$(RETRSPECT_PORT)/"
 
 test: deploy

@@ -67,6 +67,12 @@ def _serve(args) -> int:
     return 0
 
 
+def _check(args) -> int:
+    """Check the database, tables, models and server; exit 1 on a failure."""
+    from vo_services import health
+    return health.main(as_json=args.json)
+
+
 def _models(args) -> int:
     """Train, export or analyse the models (torch is imported only here)."""
     from models import cli as models_cli
@@ -100,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="start, stop or ask the DaCHS server")
     p.add_argument("action", choices=["start", "stop", "status"])
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("check", help=_check.__doc__)
+    p.add_argument("--json", action="store_true",
+                   help="results as JSON (name, ok, detail)")
+    p.set_defaults(func=_check)
 
     for name, text in (("train", "train the models on the bundled spectra"),
                        ("export", "export trained models to ONNX"),

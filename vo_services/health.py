@@ -1,0 +1,185 @@
+"""``retrspect check``: is this installation whole and serving what it should?
+
+An operator's first question after a deploy, an upgrade or a reboot.  Each
+check asks the real component (PostgreSQL, the tables, the models, the
+running server over HTTP) and says OK or FAIL with the reason, so a broken
+install names what is broken instead of failing later in a user's query.
+"""
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Callable
+
+from vo_services import server
+
+#: the ADQL function a kNN query by spectrum id uses (from the import hook)
+KNN_FUNCTION = "gavo_spectrum_distance"
+#: database settings set-up makes for filtered kNN and cancelled queries
+DB_SETTINGS = {"hnsw.iterative_scan": "strict_order",
+               "client_connection_check_interval": "1s"}
+
+
+@dataclass
+class Result:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'OK  ' if self.ok else 'FAIL'}  {self.name:<12} {self.detail}"
+
+
+class CheckFailed(Exception):
+    """A check's reason for failing (its message is shown)."""
+
+
+def _one_value(sql: str, params: dict | None = None):
+    from gavo import base
+    with base.getTableConn() as conn:
+        rows = list(conn.query(sql, params or {}))
+    return rows[0][0] if rows else None
+
+
+def check_database() -> str:
+    version = _one_value("SHOW server_version")
+    if int(version.split(".")[0]) < 15:
+        raise CheckFailed(f"PostgreSQL {version}; retrspect needs 15")
+    from gavo import base
+    with base.getTableConn() as conn:
+        extensions = dict(conn.query(
+            "SELECT extname, extversion FROM pg_extension"))
+        database = list(conn.query("SELECT current_database()"))[0][0]
+        settings = dict(conn.query(
+            "SELECT split_part(s, '=', 1), split_part(s, '=', 2) FROM "
+            "pg_db_role_setting AS r JOIN pg_database AS d "
+            "ON d.oid = r.setdatabase, unnest(r.setconfig) AS s "
+            "WHERE d.datname = current_database() AND r.setrole = 0"))
+    missing = [name for name in ("pg_sphere", "vector") if name not in extensions]
+    if missing:
+        raise CheckFailed(f"extension(s) {', '.join(missing)} not installed "
+                          f"in database {database}")
+    wrong = [f"{key} is {settings.get(key)!r}, not {value!r}"
+             for key, value in DB_SETTINGS.items() if settings.get(key) != value]
+    if wrong:
+        raise CheckFailed("; ".join(wrong) + " (scripts/setup_system.sh sets them)")
+    return (f"PostgreSQL {version}, pg_sphere {extensions['pg_sphere']}, "
+            f"pgvector {extensions['vector']}")
+
+
+def check_tables() -> str:
+    for name in ("retrspect.raw_data", "retrspect.ml_results",
+                 "retrspect.spectra"):
+        if not server.table_exists(name):
+            raise CheckFailed(f"{name} does not exist; run 'retrspect deploy'")
+    spectra = _one_value("SELECT count(*) FROM retrspect.raw_data")
+    index = _one_value(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = 'retrspect' "
+        "AND tablename = 'ml_results' AND indexdef ILIKE %(hnsw)s",
+        {"hnsw": "%USING hnsw%"})
+    if not spectra:
+        raise CheckFailed("retrspect.raw_data is empty")
+    if index is None:
+        raise CheckFailed("retrspect.ml_results has no HNSW index on latent")
+    return f"{spectra} spectra; HNSW index {index}"
+
+
+def check_models() -> str:
+    from ingest.dachs_import import stale_condition
+    from ingest.infer import ModelSet, choose_providers
+    from ingest.pipeline import IngestOptions
+    options = IngestOptions.from_environment()
+    if not options.use_models:
+        return "models switched off (RETRSPECT_NO_MODELS)"
+    try:
+        models = ModelSet.load(options.model_dir)
+    except ValueError as error:  # ModelError names the file and the problem
+        raise CheckFailed(str(error)) from None
+    ids = {kind: model.model_id for kind, model in models.models.items()}
+    missing = {"vae", "classifier", "velocity"} - set(ids)
+    if missing:
+        raise CheckFailed(f"no {', '.join(sorted(missing))} model in "
+                          f"{options.model_dir or 'the shipped models'}")
+    behind = _one_value(
+        "SELECT count(*) FROM retrspect.raw_data AS r LEFT JOIN "
+        "retrspect.ml_results AS ml ON ml.pubdid = r.ssa_pubdid "
+        f"WHERE ml.pubdid IS NULL OR {stale_condition(ids)}")
+    if behind:
+        raise CheckFailed(f"{behind} spectra have no results of the current "
+                          "models; run 'retrspect import'")
+    _, providers = choose_providers()
+    return f"{', '.join(sorted(ids.values()))}; every spectrum embedded; {providers}"
+
+
+def _get(url: str, timeout: float = 30.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+def check_server() -> str:
+    if not server.is_running():
+        raise CheckFailed(f"nothing answers on {server.base_url()}; run "
+                          "'retrspect serve start'")
+    if (not server.FINGERPRINT_FILE.exists() or
+            server.FINGERPRINT_FILE.read_text() != server.code_fingerprint()):
+        raise CheckFailed("the server runs older code or models than are "
+                          "installed; run 'retrspect deploy'")
+    capabilities = _get(f"{server.base_url()}/tap/capabilities").decode()
+    if KNN_FUNCTION not in capabilities.lower():
+        raise CheckFailed(f"{KNN_FUNCTION} is not in /tap/capabilities: the "
+                          "import hook did not load in the server")
+    return f"serving on {server.base_url()}, code and models current"
+
+
+def check_knn_query() -> str:
+    """One nearest-spectrum query through TAP, as TOPCAT would send it."""
+    from astropy.io.votable import parse_single_table
+    # a spectrum on the models' grid (the two off it share one latent)
+    obs_id = _one_value("SELECT obs_id FROM retrspect.ml_results WHERE "
+                        "redshift IS NOT NULL ORDER BY obs_id LIMIT 1")
+    literal = "'" + obs_id.replace("'", "''") + "'"
+    query = ("SELECT TOP 3 m.obs_id, "
+             f"{KNN_FUNCTION}(m.latent, {literal}) AS d "
+             f"FROM retrspect.ml_results AS m ORDER BY d")
+    url = f"{server.base_url()}/tap/sync?" + urllib.parse.urlencode(
+        {"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": query})
+    import io
+    table = parse_single_table(io.BytesIO(_get(url))).to_table()
+    if len(table) != 3 or table["obs_id"][0] != obs_id or table["d"][0] != 0:
+        raise CheckFailed(f"a kNN query on {obs_id} returned {len(table)} "
+                          "rows, not 3 starting with itself")
+    return f"TAP kNN on {obs_id}: 3 rows, itself first"
+
+
+CHECKS: list[tuple[str, Callable[[], str]]] = [
+    ("database", check_database),
+    ("tables", check_tables),
+    ("models", check_models),
+    ("server", check_server),
+    ("knn", check_knn_query),
+]
+
+
+def run_checks() -> list[Result]:
+    """Every check in order; an exception is a FAIL with its message."""
+    results = []
+    for name, check in CHECKS:
+        try:
+            results.append(Result(name, True, check()))
+        except CheckFailed as reason:
+            results.append(Result(name, False, str(reason)))
+        except Exception as error:  # an unexpected failure is still a FAIL
+            results.append(Result(name, False,
+                                  f"{type(error).__name__}: {error}"))
+    return results
+
+
+def main(as_json: bool = False) -> int:
+    results = run_checks()
+    if as_json:
+        print(json.dumps([r.__dict__ for r in results], indent=1))
+    else:
+        print("\n".join(r.line() for r in results))
+    return 0 if all(r.ok for r in results) else 1
