@@ -157,6 +157,75 @@ def main_class(mk_type: str | None) -> str | None:
     return None
 
 
+def subclass(mk_type):
+    """The numeric MK subclass (G8 III -> 8.0), None when there is none."""
+    match = re.match(r"^(?:sd:?)?[OBAFGKM](\d(?:\.\d)?)", (mk_type or "").strip())
+    return float(match.group(1)) if match else None
+
+
+#: Lowest Teff (K) of each main class on the dwarf scale of Pecaut &
+#: Mamajek (2013): the Teff of its X0 V subclass (B0 V for O/B).
+TEFF_CLASS_EDGES = (("O", 31400.0), ("B", 9700.0), ("A", 7220.0), ("F", 5930.0),
+                    ("G", 5270.0), ("K", 3850.0), ("M", 0.0))
+
+
+def teff_class(teff):
+    """The main class (O..M) a Teff falls in on the dwarf scale, None without Teff."""
+    if not teff:
+        return None
+    return next(c for c, lo in TEFF_CLASS_EDGES if teff >= lo)
+
+
+def label_consistent(item, tolerance=1):
+    """False when a star's catalogue class and catalogue Teff disagree by
+    more than ``tolerance`` classes (a 'B5' with Teff 6200 K): one of the
+    two catalogue values is wrong, so the star neither trains nor scores
+    in the label-quality figure.  True when either is missing.  The dwarf
+    scale makes giants look up to a class cooler; one class of slack covers it."""
+    order = "OBAFGKM"
+    if item.label not in order:
+        return True
+    by_teff = teff_class(item.teff)
+    if by_teff is None:
+        return True
+    return abs(order.index(by_teff) - order.index(item.label)) <= tolerance
+
+
+def ordinal_target(item, width=1.0):
+    """Soft class target on the O..M continuum from the MK subclass.
+
+    The star sits at x = class index + (subclass + 0.5) / 10; each class
+    k gets max(0, 1 - |x - (k + 0.5)| / width), normalised.  A G8 gives
+    G 0.65 / K 0.35, a G5 G 0.95 / K 0.05: the label says how close to a
+    boundary the star is, which a one-hot label hides.  One-hot for stars
+    without a subclass and for the non-MK classes.
+    """
+    target = np.zeros(len(CLASSES), np.float32)
+    order = "OBAFGKM"
+    sub = subclass(item.spectrum.meta["mk_type"]) if item.label in order else None
+    if sub is None:
+        target[CLASSES.index(item.label)] = 1.0
+        return target
+    x = order.index(item.label) + (min(sub, 9.5) + 0.5) / 10.0
+    for k in range(len(order)):
+        target[k] = max(0.0, 1.0 - abs(x - (k + 0.5)) / width)
+    return target / target.sum()
+
+
+#: Standardisation of the stellar parameters for auxiliary heads:
+#: (log10 Teff, log g, [Fe/H]) - mean, / scale (rough library spreads).
+PARAM_SHIFT = np.array([3.75, 3.4, -0.3], np.float32)
+PARAM_SCALE = np.array([0.15, 1.2, 0.5], np.float32)
+
+
+def standard_parameters(item):
+    """(values, mask) of standardised log Teff, log g, [Fe/H] (0 where unknown)."""
+    raw = [math.log10(item.teff) if item.teff else None, item.logg, item.feh]
+    mask = np.array([v is not None and np.isfinite(v) for v in raw], np.float32)
+    values = np.array([v if m else 0.0 for v, m in zip(raw, mask)], np.float32)
+    return np.where(mask > 0, (values - PARAM_SHIFT) / PARAM_SCALE, 0.0).astype(np.float32), mask
+
+
 def halpha_emission(wave, flux, good):
     """Net H-alpha equivalent width (A, positive = emission above continuum).
 
@@ -374,14 +443,19 @@ def _gaussian_lines(wave, lines, rng=None):
     return out
 
 
-def synthetic_qso(rng, z):
+def synthetic_qso(rng, z, ssps=None):
     """A synthetic quasar at redshift z, rest frame, on the fine grid.
 
     Power-law continuum (f_lambda ~ lambda^alpha, alpha ~ -1.5 +- 0.4), the
     broad and narrow lines of :data:`QSO_LINES` with random strengths and
-    widths, intervening absorbers (:func:`absorption_systems`: the Ly-alpha
-    forest, sometimes a damped system, metal lines), and little flux below
-    the Lyman limit.  ``continuum`` holds the unabsorbed spectrum.
+    widths (one width factor per quasar for the broad lines, log-normal
+    with 0.35 dex spread and a floor of 1500 km/s - narrow-line Seyfert 1s
+    to very broad lines - times a per-line jitter), intervening absorbers
+    (:func:`absorption_systems`: the Ly-alpha forest, sometimes a damped
+    system, metal lines), and little flux below the Lyman limit.  With
+    ``ssps`` and z < 0.8, half the quasars carry host-galaxy starlight
+    (10-60% of the flux at 5100 A rest), as low-redshift AGN spectra
+    through a fibre do.  ``continuum`` holds the unabsorbed spectrum.
 
     Returns
     -------
@@ -396,11 +470,21 @@ def synthetic_qso(rng, z):
     # Line areas relative to Ly-alpha; Ly-alpha's EW ~ 90 A rest.
     ew_scale = 90.0 * lya_continuum * rng.lognormal(0, 0.4)
     lines = []
+    width = 10 ** rng.normal(0.0, 0.35)
     for centre, strength, fwhm in QSO_LINES:
         area = ew_scale * strength / 100.0 * rng.lognormal(0, 0.35)
+        broad = fwhm > 1500
         lines.append((centre * (1 + rng.normal(0, 0.0007)), area,
-                      fwhm * rng.uniform(0.6, 1.6)))
+                      max(fwhm * (width if broad else 1.0), 1500.0 if broad else 0.0)
+                      * rng.uniform(0.8, 1.25)))
     flux = continuum + _gaussian_lines(wave, lines)
+    if ssps is not None and z < 0.8 and rng.random() < 0.5:
+        host = synthetic_galaxy(rng, ssps, emission=False)
+        starlight = np.interp(wave, host.wave, host.flux)
+        here = float(np.interp(5100.0, wave, flux))
+        frac = rng.uniform(0.1, 0.6)
+        flux = flux + starlight / max(float(np.interp(5100.0, host.wave, host.flux)), 1e-6) \
+            * here * frac / (1 - frac)
     unabsorbed = flux.copy()
     flux = flux * absorption_systems(rng, wave, z)
     flux[wave < 912.0] *= rng.uniform(0.0, 0.3)
@@ -425,17 +509,39 @@ def _add_tau(tau, wave, centre, tau0, b_kms):
         tau[lo:hi] += tau0 * np.exp(-(v / b_kms) ** 2)
 
 
+def forest_scale(wave, tau, z, lo=1040.0, hi=1185.0):
+    """Factor on the forest's optical depth that gives the observed mean
+    transmission between Ly-beta and Ly-alpha: exp(-tau_eff) with tau_eff =
+    0.0018 (1 + z_abs)^3.92 (Faucher-Giguere et al. 2008, ApJ 681, 831),
+    the usual mean-flux calibration of mock forests.  1 without coverage."""
+    sel = (wave > lo) & (wave < hi)
+    if sel.sum() < 10 or not np.any(tau[sel] > 0):
+        return 1.0
+    z_abs = wave[sel] * (1 + z) / 1215.67 - 1
+    target = float(np.mean(np.exp(-0.0018 * (1 + z_abs) ** 3.92)))
+    low, high = 0.2, 30.0
+    for _ in range(40):
+        mid = math.sqrt(low * high)
+        if np.mean(np.exp(-mid * tau[sel])) > target:
+            low = mid
+        else:
+            high = mid
+    return math.sqrt(low * high)
+
+
 def absorption_systems(rng, wave, z):
     """Transmission exp(-tau) of intervening gas in front of a quasar at z.
 
     Rest-frame wavelengths of the quasar.  Ly-alpha forest clouds (dN/dz =
     100 ((1+z)/3)^2.5 above 10^13 cm^-2, column densities from f(N) ~
-    N^-1.5 up to 10^17, b 20-40 km/s, each with its Ly-beta), a damped
+    N^-1.5 up to 10^17, b 20-40 km/s, each with its Ly-beta; optical depths
+    scaled to the observed mean transmission, :func:`forest_scale`), a damped
     Ly-alpha system with probability 0.3 (log N 20.3-21.3, Lorentzian wings),
     and 3-12 metal absorbers (C IV, Si IV, Mg II, Fe II, C II) at random
     redshifts below the quasar's.
     """
-    tau = np.zeros_like(wave)
+    forest = np.zeros_like(wave)
+    tau = forest
     z_lo = max(0.0, 1026.0 * (1 + z) / 1215.67 - 1) if z > 0 else 0.0
     z_lo = min(z_lo, z)
     span = z - z_lo
@@ -451,7 +557,8 @@ def absorption_systems(rng, wave, z):
         for za, ln, bb in zip(z_abs, log_n, b):
             tau0 = 7.58e-13 * 10 ** ln / bb
             for rest, scale in ((1215.67, 1.0), (1025.72, 0.16)):
-                _add_tau(tau, wave, rest * (1 + za) / (1 + z), tau0 * scale, bb)
+                _add_tau(forest, wave, rest * (1 + za) / (1 + z), tau0 * scale, bb)
+        tau = forest * forest_scale(wave, forest, z)
         if rng.random() < 0.3:
             za = rng.uniform(max(z_min, z_lo), z)
             centre = 1215.67 * (1 + za) / (1 + z)
@@ -480,12 +587,13 @@ def _broaden(wave, flux, sigma_kms):
     return np.convolve(np.pad(flux, half, mode="edge"), taps / taps.sum(), "valid")
 
 
-def synthetic_galaxy(rng, ssps=None, *, emission=None):
+def synthetic_galaxy(rng, ssps=None, *, emission=None, second_component=True):
     """A galaxy-like rest-frame spectrum from stellar-population models.
 
     One to three SSPs with random weights, dust reddening (a power-law
     tilt), velocity dispersion 40-300 km/s, and with probability 0.6 (or
-    ``emission``) nebular lines of a star-forming or AGN-like ratio set.
+    ``emission``) nebular lines of a star-forming or AGN-like ratio set,
+    with ``second_component`` sometimes with a second kinematic component.
 
     Returns
     -------
@@ -522,6 +630,12 @@ def synthetic_galaxy(rng, ssps=None, *, emission=None):
         ha_area = 10 ** rng.uniform(0, 2.3) * continuum_ha
         hb_area = ha_area / ratios["halpha"]
         fwhm = rng.uniform(80, 450) * (2.0 if agn else 1.0)
+        # a second kinematic component (outflow, a merger's other disc)
+        # with probability 0.4: offset -400..+200 km/s, 1.3-4x broader,
+        # 10-60% of each line's flux
+        second = None
+        if second_component and rng.random() < 0.4:
+            second = (rng.uniform(-400, 200), rng.uniform(1.3, 4.0), rng.uniform(0.1, 0.6))
         lines = []
         for centre, family, within in GALAXY_LINES:
             rel = ratios[family] * within
@@ -529,7 +643,13 @@ def synthetic_galaxy(rng, ssps=None, *, emission=None):
                 rel *= ratios["halpha"]
             if family == "halpha":
                 rel = ratios["halpha"]
-            lines.append((centre, hb_area * rel, fwhm))
+            if second is None:
+                lines.append((centre, hb_area * rel, fwhm))
+            else:
+                dv, broader, share = second
+                lines.append((centre, hb_area * rel * (1 - share), fwhm))
+                lines.append((centre * (1 + dv / C_KMS), hb_area * rel * share,
+                              fwhm * broader))
         flux = flux + _gaussian_lines(wave, lines)
     return Template("galaxy", wave, flux, good)
 
@@ -580,6 +700,7 @@ class Observation:
     gaps: tuple = ()
     cosmics: int = 0
     flatten: float | None = None
+    sky: float = 0.0
 
 
 def random_observation(rng, *, z=0.0, strength=1.0, native_r=None, snr_range=(5.0, 300.0)):
@@ -620,6 +741,9 @@ def random_observation(rng, *, z=0.0, strength=1.0, native_r=None, snr_range=(5.
     if rng.random() < 0.12 * strength:
         # a continuum-normalised product (echelle pipelines, UVES/ESI/MagE)
         obs.flatten = float(rng.uniform(80.0, 250.0))
+    if rng.random() < 0.3 * strength:
+        # night-sky line residuals, in units of the noise
+        obs.sky = float(10 ** rng.uniform(0.3, 1.6))
     return obs
 
 
@@ -658,6 +782,28 @@ def running_median(wave, flux, good, width):
     cont = np.interp(wave, centres, smooth)
     level = np.median(np.abs(cont)) if np.any(cont) else 1.0
     return np.where(np.abs(cont) > 1e-3 * level, cont, 1e-3 * level)
+
+
+#: Night-sky emission lines (vacuum A) and their strength relative to
+#: [O I] 5577: [O I] 5577, Na D, [O I] 6300, 6364, the OH bands near 6865 and 7280-7340.
+SKY_RESIDUAL_LINES = ((5578.9, 1.0), (5891.6, 0.4), (5897.6, 0.3), (6302.0, 0.6),
+                      (6365.5, 0.25), (6865.8, 0.3), (7278.4, 0.25), (7318.3, 0.3),
+                      (7343.0, 0.3))
+
+
+def sky_residuals(wave, amplitude, rng):
+    """Residuals of imperfect sky subtraction at the night-sky lines (observed
+    vacuum A): peak ``amplitude`` (times each line's strength) with a random
+    sign (over-subtraction too), about one resolution element wide."""
+    out = np.zeros_like(wave)
+    sigma = max(float(np.median(np.diff(wave))), 1.0)
+    for centre, strength in SKY_RESIDUAL_LINES:
+        if wave[0] < centre < wave[-1]:
+            sign = 1.0 if rng.random() < 0.7 else -1.0
+            sel = np.abs(wave - centre) < 5 * sigma
+            out[sel] += sign * amplitude * strength * rng.uniform(0.3, 1.0) * np.exp(
+                -0.5 * ((wave[sel] - centre) / sigma) ** 2)
+    return out
 
 
 def observe(wave, flux, good, obs: Observation, rng, *, native_r=None,
@@ -722,6 +868,8 @@ def observe(wave, flux, good, obs: Observation, rng, *, native_r=None,
         flux = flux + rng.normal(0.0, 1.0, flux.size) * np.sqrt(var)
         if obs.errors:
             ivar = np.where(good, 1.0 / var, 0.0)
+        if obs.sky:
+            flux = flux + sky_residuals(wave, obs.sky * sigma0, rng)
     if obs.cosmics:
         hits = rng.integers(0, flux.size, obs.cosmics)
         level = float(np.median(np.abs(flux[good]))) if np.any(good) else 1.0

@@ -146,10 +146,11 @@ def vae_metrics(vae, items):
 # Classifier
 # --------------------------------------------------------------------------
 
-def classifier_metrics(model, items):
-    """Accuracy, confusion matrix and calibration on held-out real spectra."""
-    stars = [i for i in items if i.kind == "star" and i.split == "test" and i.label]
-    others = [i for i in items if i.kind != "star"]
+def classifier_metrics(model, items, split="test"):
+    """Accuracy, confusion matrix and calibration on held-out real spectra
+    (``split`` stars; the real galaxies and quasars only with "test")."""
+    stars = [i for i in items if i.kind == "star" and i.split == split and i.label]
+    others = [i for i in items if i.kind != "star"] if split == "test" else []
     flux, weight = prepared(stars + others)
     p, entropy = run(model, flux, weight)
     predicted = p.argmax(1)
@@ -187,8 +188,11 @@ def classifier_metrics(model, items):
                      "predicted": D.CLASSES[q], "probability": float(prob.max()),
                      "uncertainty": float(e), "grid_coverage": round(covered, 3)})
     covered_others = [r for r in real if r["grid_coverage"] > 0.05]
+    consistent = np.array([D.label_consistent(i) for i in stars])
     return {
         "test_star_accuracy": float(star_ok.mean()),
+        "test_star_accuracy_label_consistent": float(star_ok[consistent].mean()),
+        "n_test_stars_label_consistent": int(consistent.sum()),
         "test_star_main_class_accuracy": float(star_ok[main].mean()),
         "test_star_main_class_within_one": float(np.mean(
             np.abs(predicted[:n][main] - truth[:n][main]) <= 1)),
@@ -211,11 +215,7 @@ def classifier_metrics(model, items):
     }
 
 
-def subclass(mk_type):
-    """The numeric MK subclass (G8 III -> 8.0), None when there is none."""
-    import re
-    match = re.match(r"^(?:sd:?)?[OBAFGKM](\d(?:\.\d)?)", (mk_type or "").strip())
-    return float(match.group(1)) if match else None
+subclass = D.subclass
 
 
 def knn_class_baseline(items, k=5):

@@ -242,7 +242,7 @@ class SpectrumClassifier(nn.Module):
     """
 
     def __init__(self, npix, n_classes=10, heads=4, hidden=128, dropout=0.2,
-                 min_coverage=0.05, channels=(8, 16, 32, 32, 64, 64)):
+                 min_coverage=0.05, channels=(8, 16, 32, 32, 64, 64), aux_outputs=0):
         super().__init__()
         self.npix = npix
         self.n_classes = n_classes
@@ -255,12 +255,21 @@ class SpectrumClassifier(nn.Module):
             nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, 64), nn.LeakyReLU(0.1),
                           nn.Linear(64, n_classes))
             for _ in range(heads))
+        # training-only regression of stellar parameters from the shared
+        # features (multi-task); not part of forward, so not exported
+        self.aux = nn.Linear(hidden, aux_outputs) if aux_outputs else None
         self.register_buffer("temperature", torch.ones(()))
+
+    def features(self, flux, weight):
+        """Shared features, shape (batch, hidden)."""
+        return self.shared(self.trunk(encoder_input(flux, weight)))
+
+    def heads_logits(self, h):
+        return torch.stack([head(h) for head in self.heads])
 
     def logits(self, flux, weight):
         """Per-head logits, shape (heads, batch, n_classes), before temperature."""
-        h = self.shared(self.trunk(encoder_input(flux, weight)))
-        return torch.stack([head(h) for head in self.heads])
+        return self.heads_logits(self.features(flux, weight))
 
     def forward(self, flux, weight):
         logits = self.logits(flux, weight) / self.temperature

@@ -56,6 +56,17 @@ class TrainConfig:
     vae_min_snr: float = 15.0
     clf_strength: tuple = (0.0, 0.9)
     class_power: float = 0.8
+    #: weight of the ordinal (subclass) soft target in the classifier's
+    #: cross-entropy (0 = one-hot labels)
+    clf_soft: float = 0.0
+    #: weight of the classifier's auxiliary log Teff / log g / [Fe/H] head
+    clf_aux: float = 0.0
+    #: drop training stars whose catalogue class and Teff disagree by more
+    #: than one class (:func:`models.data.label_consistent`)
+    clf_label_rule: bool = False
+    #: weight of the VAE's weak supervision: latent means z0, z1, z2 regress
+    #: standardised log Teff, log g, [Fe/H] of training stars (0 = none)
+    vae_supervise: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -71,13 +82,14 @@ class Material:
         self.rng = rng
         self.cfg = cfg
         self.stars = [i for i in items if i.kind == "star" and i.split == split]
-        self.labelled = [i for i in self.stars if i.label]
+        self.labelled = [i for i in self.stars if i.label and (
+            not cfg.clf_label_rule or D.label_consistent(i))]
         ssps = D.ssp_library()
         self.galaxies = [D.synthetic_galaxy(rng, ssps) for _ in range(cfg.galaxy_templates)]
         self.qsos = []
         for _ in range(cfg.qso_templates):
             z = float(rng.uniform(0.1, 4.5))
-            self.qsos.append((z, D.synthetic_qso(rng, z)))
+            self.qsos.append((z, D.synthetic_qso(rng, z, ssps)))
         counts = {}
         for item in self.labelled:
             counts[item.label] = counts.get(item.label, 0) + 1
@@ -99,8 +111,10 @@ class Material:
         rng = self.rng
         if kind == 0:
             item = self.stars[rng.integers(len(self.stars))]
+            self.last_item = item
             return "star", (item.wave, item.flux, item.good), \
                 item.spectrum.meta["resolving_power"], item.label, None
+        self.last_item = None
         if kind == 1:
             g = self.galaxies[rng.integers(len(self.galaxies))]
             z = float(rng.uniform(0.0, 0.3) if rng.random() < 0.8 else rng.uniform(0.3, 0.5))
@@ -117,7 +131,8 @@ class Material:
 
 
 def vae_pair(material: Material, rng, shares=(0.8, 0.12, 0.08)):
-    """One VAE sample: (input flux, input weight, target flux, target mask).
+    """One VAE sample: (input flux, input weight, target flux, target mask,
+    standardised parameters, their mask) - parameters only for stars.
 
     The target is the same observation without noise, calibration tilt,
     cuts, gaps or cosmic rays (a denoising, inpainting objective), scaled to
@@ -140,11 +155,15 @@ def vae_pair(material: Material, rng, shares=(0.8, 0.12, 0.08)):
         scale = np.median(target[both]) / max(np.median(flux[both]), 1e-6)
         if np.isfinite(scale) and scale > 0:
             target = target / scale
-    return flux, weight, target.astype(np.float32), (target_weight > 0).astype(np.float32)
+    params, known = (D.standard_parameters(material.last_item) if kind == "star"
+                     else (np.zeros(3, np.float32), np.zeros(3, np.float32)))
+    return (flux, weight, target.astype(np.float32), (target_weight > 0).astype(np.float32),
+            params, known)
 
 
 def classifier_sample(material: Material, rng):
-    """One classifier sample: (flux, weight, class index)."""
+    """One classifier sample: (flux, weight, class index, ordinal soft
+    target, standardised parameters, their mask)."""
     # class shares: stars by sqrt(count), emission stars, galaxies, QSOs
     cfg = material.cfg
     star_classes = [c for c in D.STAR_CLASSES if material.class_counts.get(c)]
@@ -184,7 +203,14 @@ def classifier_sample(material: Material, rng):
         source, native_r = material.qso_source(q), None
     obs = D.random_observation(rng, z=z, strength=strength, native_r=native_r)
     flux, weight = material.observed(source, obs, native_r)
-    return flux, weight, CLASS_INDEX[label]
+    if label in D.STAR_CLASSES:
+        soft = D.ordinal_target(item)
+    else:
+        soft = np.zeros(len(D.CLASSES), np.float32)
+        soft[CLASS_INDEX[label]] = 1.0
+    params, known = (D.standard_parameters(item) if label in D.CLASSES[:8]
+                     else (np.zeros(3, np.float32), np.zeros(3, np.float32)))
+    return flux, weight, CLASS_INDEX[label], soft, params, known
 
 
 class Pool:
@@ -241,14 +267,18 @@ def high_pass(x, mask):
     return (x - box_mean(x, mask, LINE_HALF_WINDOW)) * mask
 
 
-def vae_loss(model, flux, weight, target, mask, cfg, generator=None):
+def vae_loss(model, flux, weight, target, mask, cfg, generator=None, params=None, known=None):
     """Laplace reconstruction + the same on the line pattern + beta KL.
 
     ``sum |rec - target| / l1_scale + sum |hp(rec) - hp(target)| /
     line_scale + kl_weight * KL`` over covered target pixels, where hp
     removes a 51-pixel running mean: the second term makes the decoder (and
     so the latent) care about line depths of a few per cent, where gravity
-    and metallicity show, not only about the continuum.
+    and metallicity show, not only about the continuum.  With
+    ``cfg.vae_supervise`` and parameters given, ``vae_supervise * sum known *
+    (mean[:3] - params)^2`` ties z0-z2 to log Teff, log g and [Fe/H]
+    (weak supervision after Romaniello et al. 2022), so the latent's L2
+    neighbours agree in gravity, which the flux alone weighs weakly.
     """
     mean, logvar = model.encode(flux, weight)
     eps = torch.randn(mean.shape, generator=generator)
@@ -259,7 +289,10 @@ def vae_loss(model, flux, weight, target, mask, cfg, generator=None):
         lines = (high_pass(rec, mask) - high_pass(target, mask)).abs().sum(1)
         recon = recon + lines / cfg.line_scale
     kl = 0.5 * (mean ** 2 + logvar.exp() - 1.0 - logvar).sum(1)
-    loss = (recon + cfg.kl_weight * kl).mean()
+    total = recon + cfg.kl_weight * kl
+    if cfg.vae_supervise and params is not None:
+        total = total + cfg.vae_supervise * ((mean[:, :3] - params) ** 2 * known).sum(1)
+    loss = total.mean()
     pixels = mask.sum(1).clamp_min(1)
     l1 = (((rec - target).abs() * mask).sum(1) / pixels).mean()
     return loss, l1.detach(), kl.mean().detach()
@@ -289,14 +322,14 @@ def train_vae(items, cfg: TrainConfig, *, epochs=None, pool=None, progress=True)
     bar = _progress(range(epochs), "train vae") if progress else range(epochs)
     for epoch in bar:
         start = time.perf_counter()
-        flux, weight, target, mask = samples.epoch() if epoch else \
+        flux, weight, target, mask, params, known = samples.epoch() if epoch else \
             [torch.from_numpy(np.asarray(a)) for a in samples.arrays]
         model.train()
         totals = np.zeros(3)
         n = 0
         for index in _batches(len(flux), cfg.batch, generator):
             loss, l1, kl = vae_loss(model, flux[index], weight[index], target[index],
-                                    mask[index], cfg, generator)
+                                    mask[index], cfg, generator, params[index], known[index])
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -347,7 +380,7 @@ def train_classifier(items, cfg: TrainConfig, *, epochs=None, pool=None, progres
     size = cfg.clf_pool if pool is None else pool
     samples = Pool(lambda: classifier_sample(material, rng), size, cfg.clf_refresh, rng, "clf")
     model = SpectrumClassifier(MODEL_GRID.npix, n_classes=len(D.CLASSES), heads=cfg.heads,
-                               channels=cfg.clf_channels)
+                               channels=cfg.clf_channels, aux_outputs=3 if cfg.clf_aux else 0)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps = max(1, epochs * (size // cfg.batch))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=steps,
@@ -356,19 +389,31 @@ def train_classifier(items, cfg: TrainConfig, *, epochs=None, pool=None, progres
     bar = _progress(range(epochs), "train classifier") if progress else range(epochs)
     for epoch in bar:
         start = time.perf_counter()
-        flux, weight, label = samples.epoch() if epoch else \
+        flux, weight, label, soft, params, known = samples.epoch() if epoch else \
             [torch.from_numpy(np.asarray(a)) for a in samples.arrays]
         label = label.long()
         model.train()
         total, correct, n = 0.0, 0, 0
         for index in _batches(len(flux), cfg.batch, generator):
-            logits = model.logits(flux[index], weight[index])        # (H, B, C)
+            hidden = model.features(flux[index], weight[index])
+            logits = model.heads_logits(hidden)                       # (H, B, C)
             # bootstrap: each head sees its own Poisson(1) sample weights
             boot = torch.poisson(torch.ones(logits.shape[:2]), generator=generator)
-            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                 label[index].repeat(logits.shape[0]),
-                                 reduction="none", label_smoothing=0.02)
+            heads = logits.shape[0]
+            if cfg.clf_soft:
+                hard = F.one_hot(label[index], logits.shape[-1]).float()
+                target = (1 - cfg.clf_soft) * hard + cfg.clf_soft * soft[index]
+                ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                     target.repeat(heads, 1), reduction="none",
+                                     label_smoothing=0.02)
+            else:
+                ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                     label[index].repeat(heads),
+                                     reduction="none", label_smoothing=0.02)
             loss = (ce * boot.reshape(-1)).sum() / boot.sum().clamp_min(1)
+            if cfg.clf_aux:
+                miss = (model.aux(hidden) - params[index]) ** 2 * known[index]
+                loss = loss + cfg.clf_aux * miss.sum(1).mean()
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
