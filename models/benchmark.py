@@ -5,10 +5,18 @@ same thread count (2), torch in ``inference_mode``, ONNX Runtime with all
 graph optimisations; the median of several timed repetitions after warm-up.
 The ratio torch / ONNX is the speed-up.  The sum over the models is the
 per-spectrum inference cost ingest pays.
+
+The machine may be shared: the result records the CPU time other processes
+used while the timings ran (``other_processes_cores``) and the load average,
+so a run on a busy machine can be recognised.  On a busy machine, set
+``OMP_WAIT_POLICY=PASSIVE`` before torch starts: torch's OpenMP threads
+otherwise spin at every barrier while the other core is taken, which makes
+eager torch many times slower and the comparison meaningless.
 """
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -25,6 +33,26 @@ def _median_time(fn, repeats, warmup=2):
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times)), times
+
+
+def _cpu_sample():
+    """(busy jiffies of the machine, jiffies of this process, wall time)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return sum(fields) - fields[3] - fields[4], int(own[11]) + int(own[12]), time.time()
+
+
+def _other_cores(start, end):
+    """Cores other processes kept busy between two samples (None if unknown)."""
+    if start is None or end is None:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    return ((end[0] - start[0]) - (end[1] - start[1])) / hz / max(end[2] - start[2], 1e-3)
 
 
 def benchmark(models, flux, weight, *, threads=2, repeats=15, out=None):
@@ -70,9 +98,11 @@ def benchmark(models, flux, weight, *, threads=2, repeats=15, out=None):
 
         # interleave the two so that load from other processes hits both alike
         t_onnx, t_torch = [], []
+        sample = _cpu_sample()
         for _ in range(3):
             t_onnx.append(_median_time(lambda: session.run(None, feed), repeats // 3)[0])
             t_torch.append(_median_time(run_torch, repeats // 3)[0])
+        others = _other_cores(sample, _cpu_sample())
         onnx_s, torch_s = float(np.median(t_onnx)), float(np.median(t_torch))
         total_onnx += onnx_s
         total_torch += torch_s
@@ -83,6 +113,7 @@ def benchmark(models, flux, weight, *, threads=2, repeats=15, out=None):
             "onnx_ms_per_spectrum": 1e3 * onnx_s / batch,
             "torch_ms_per_spectrum": 1e3 * torch_s / batch,
             "speedup_torch_over_onnx": torch_s / onnx_s,
+            "other_processes_cores": None if others is None else round(others, 2),
         }
     result["all_models"] = {
         "onnx_ms_per_spectrum": 1e3 * total_onnx / batch,
@@ -90,6 +121,9 @@ def benchmark(models, flux, weight, *, threads=2, repeats=15, out=None):
         "speedup_torch_over_onnx": total_torch / total_onnx,
         "budget_ms_per_spectrum": 0.5,
     }
+    if hasattr(os, "getloadavg"):
+        result["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    result["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "")
     if out:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
