@@ -175,14 +175,18 @@ def np_save_arrays(path, metrics):
 TRAINING_DATA = {
     "vae": ("MILES and STELIB stars of the train split (split by star: a star's MILES "
             "and STELIB spectra share a split), augmented (RV, noise, blur, sampling, "
-            "air/vacuum, coverage, calibration tilt, cosmics), plus synthetic galaxies "
-            "from sdss-mangadap stellar-population models (bc03, MIUSCAT, M11, BPASS) "
-            "and synthetic quasars; no labels used"),
+            "air/vacuum, coverage, calibration tilt, cosmics, sky-line residuals), plus "
+            "synthetic galaxies from sdss-mangadap stellar-population models (bc03, MIUSCAT, "
+            "M11, BPASS) and synthetic quasars (Ly-alpha forest at the observed mean "
+            "transmission, host light at z < 0.8)"),
     "classifier": ("MILES and STELIB stars of the train split with MK classes (emission-"
                    "line stars from H-alpha emission or Wolf-Rayet type, plus Balmer "
                    "emission added to training stars), galaxies from stellar-population "
-                   "models with nebular lines, synthetic quasars; all augmented; "
-                   "temperature fitted on the validation split"),
+                   "models with nebular lines (sometimes two kinematic components), "
+                   "synthetic quasars (Ly-alpha forest at the observed mean transmission, "
+                   "z 0.1-4.5, host light at z < 0.8, broad-line widths spread 0.35 dex); "
+                   "all augmented (including sky-line residuals); temperature fitted on "
+                   "the validation split"),
     "velocity": ("k-means templates of train-split MILES/STELIB stars (24), of synthetic "
                  "galaxies from MIUSCAT/M11/BC03 stellar populations (8) and of synthetic "
                  "quasars (2); systematic floor from validation stars"),
@@ -231,7 +235,7 @@ def export(argv) -> int:
         elif name == "classifier":
             extra = {"labels": json.dumps(list(D.CLASSES))}
         out = X.export(model, name, MODEL_GRID, args.out, version=args.version,
-                       training_data=TRAINING_DATA[name], metrics=_card_metrics(name, metrics),
+                       training_data=training_data(name, ckpt), metrics=_card_metrics(name, metrics),
                        extra=extra)
         diffs = X.compare_with_torch(model, out, flux, weight, threads=args.threads)
         worst = max(v for k, v in diffs.items() if k != "max_relative")
@@ -247,6 +251,20 @@ def export(argv) -> int:
     (args.out / "benchmarks" / "onnx_vs_torch_outputs.json").write_text(
         json.dumps({"tolerance": TOLERANCE, "models": report}, indent=1) + "\n")
     return 1 if failed else 0
+
+
+def training_data(name, checkpoint):
+    """The metadata's training-data text, with the labels a checkpoint used."""
+    text = TRAINING_DATA[name]
+    cfg = checkpoint.get("config", {}).get("config", {})
+    if name == "vae":
+        weight = cfg.get("vae_supervise", 0.0)
+        text += ("; weakly supervised: latent means z0, z1, z2 regress the training stars' "
+                 f"log Teff, log g, [Fe/H] (weight {weight:g})" if weight else "; no labels used")
+    if name == "classifier" and cfg.get("clf_label_rule"):
+        text += ("; training stars whose catalogue class and Teff disagree by more than "
+                 "one class left out")
+    return text
 
 
 def _card_metrics(name, metrics):
@@ -294,3 +312,18 @@ def analyse(argv) -> int:
     _log(f"analyse took {time.perf_counter() - started:.0f} s; "
          f"{len(results['plots'])} plots, {len(results['cards'])} cards")
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m models.cli train|export|analyse ...``: the checkout's code
+    (the ``retrspect`` script imports the installed copy)."""
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("train", "export", "analyse"):
+        print("usage: python -m models.cli {train,export,analyse} [options]")
+        return 2
+    return globals()[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

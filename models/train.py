@@ -54,6 +54,8 @@ class TrainConfig:
     star_rv_sigma: float = 60.0
     vae_strength: float = 0.7
     vae_min_snr: float = 15.0
+    #: lowest S/N per native pixel of classifier samples (log-uniform up to 300)
+    clf_min_snr: float = 5.0
     clf_strength: tuple = (0.0, 0.9)
     class_power: float = 0.8
     #: weight of the ordinal (subclass) soft target in the classifier's
@@ -66,7 +68,7 @@ class TrainConfig:
     clf_label_rule: bool = False
     #: weight of the VAE's weak supervision: latent means z0, z1, z2 regress
     #: standardised log Teff, log g, [Fe/H] of training stars (0 = none)
-    vae_supervise: float = 0.0
+    vae_supervise: float = 30000.0
     extra: dict = field(default_factory=dict)
 
 
@@ -201,7 +203,8 @@ def classifier_sample(material: Material, rng):
         label = "qso"
         z, q = material.qsos[rng.integers(len(material.qsos))]
         source, native_r = material.qso_source(q), None
-    obs = D.random_observation(rng, z=z, strength=strength, native_r=native_r)
+    obs = D.random_observation(rng, z=z, strength=strength, native_r=native_r,
+                               snr_range=(cfg.clf_min_snr, 300.0))
     flux, weight = material.observed(source, obs, native_r)
     if label in D.STAR_CLASSES:
         soft = D.ordinal_target(item)

@@ -142,6 +142,12 @@ def test_vae_supervision_ties_the_first_latents_to_parameters(small, tiny_config
     assert float(supervised) == pytest.approx(float(plain) + extra, rel=1e-5)
 
 
+def test_cli_module_entry_point_refuses_unknown_commands(capsys):
+    from models import cli
+    assert cli.main([]) == 2 and cli.main(["bogus"]) == 2
+    assert "usage" in capsys.readouterr().out
+
+
 def test_training_uses_ingest_prepare(items, small, tiny_config, monkeypatch):
     """Training's data pipeline calls the very function ingest calls."""
     calls = []
