@@ -115,6 +115,9 @@ def train(argv) -> int:
         temperature, nll = T.fit_temperature(model, flux, weight, labels)
         metrics = E.public(E.classifier_metrics(model, items))
         metrics["validation_nll"] = nll
+        val = E.classifier_metrics(model, items, split="val")
+        metrics["validation_star_accuracy"] = val["test_star_accuracy"]
+        metrics["n_validation_stars"] = val["n_test_stars"]
         metrics["baseline_knn_flux_accuracy"] = E.knn_class_baseline(items)
         T.save_checkpoint(args.workdir / "classifier.pt", model, name="classifier",
                           config=common, history=history, metrics=metrics,

@@ -181,6 +181,11 @@ def classifier_metrics(model, items, split="test"):
         step = order.index(D.CLASSES[q]) - order.index(item.label)
         if sub is not None and ((step == 1 and sub >= 7) or (step == -1 and sub <= 2)):
             boundary += 1
+    # wrong answers that the star's own catalogue Teff supports (a 'G8 V'
+    # at 5080 K called K): the catalogue's type and Teff disagree there
+    teff_backs_prediction = sum(
+        1 for item, q, ok in zip(stars, predicted[:n], star_ok)
+        if not ok and D.teff_class(item.teff) == D.CLASSES[q])
     real = []
     for item, q, e, prob in zip(others, predicted[n:], entropy[n:], p[n:]):
         covered = float(np.mean(D.prepare_observed(item.spectrum)[1] > 0))
@@ -197,6 +202,7 @@ def classifier_metrics(model, items, split="test"):
         "test_star_main_class_within_one": float(np.mean(
             np.abs(predicted[:n][main] - truth[:n][main]) <= 1)),
         "errors_at_subclass_boundary": int(boundary),
+        "errors_backed_by_catalogue_teff": int(teff_backs_prediction),
         "errors": int((~star_ok).sum()),
         "n_test_stars": int(n),
         "per_class_recall": per_class,

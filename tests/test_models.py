@@ -148,6 +148,28 @@ def test_cli_module_entry_point_refuses_unknown_commands(capsys):
     assert "usage" in capsys.readouterr().out
 
 
+def test_classifier_metrics_count_errors_the_catalogue_teff_supports(items):
+    """A classifier that always says K: its wrong answers the catalogue Teff
+    backs are exactly the non-K held-out stars whose Teff is K-like."""
+    k = D.CLASSES.index("K")
+
+    class AlwaysK(torch.nn.Module):
+        temperature = torch.ones(())
+
+        def forward(self, flux, weight):
+            p = torch.zeros(flux.shape[0], len(D.CLASSES))
+            p[:, k] = 1.0
+            return p, torch.zeros(flux.shape[0])
+
+    m = E.classifier_metrics(AlwaysK(), items, split="val")
+    stars = [i for i in items if i.kind == "star" and i.split == "val" and i.label]
+    assert m["n_test_stars"] == len(stars)
+    assert m["test_star_accuracy"] == pytest.approx(np.mean([i.label == "K" for i in stars]))
+    expected = sum(1 for i in stars if i.label != "K" and D.teff_class(i.teff) == "K")
+    assert expected > 0 and m["errors_backed_by_catalogue_teff"] == expected
+    assert m["real_galaxies_and_qsos"] == []
+
+
 def test_training_uses_ingest_prepare(items, small, tiny_config, monkeypatch):
     """Training's data pipeline calls the very function ingest calls."""
     calls = []
