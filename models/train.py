@@ -66,9 +66,10 @@ class TrainConfig:
     #: drop training stars whose catalogue class and Teff disagree by more
     #: than one class (:func:`models.data.label_consistent`)
     clf_label_rule: bool = False
-    #: weight of the VAE's weak supervision: latent means z0, z1, z2 regress
+    #: weight of the VAE's weak supervision (off: at 30000, chosen for log g,
+    #: a noisy copy of a star no longer finds itself first): z0, z1, z2 regress
     #: standardised log Teff, log g, [Fe/H] of training stars (0 = none)
-    vae_supervise: float = 30000.0
+    vae_supervise: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
