@@ -190,6 +190,12 @@ def stale_condition(model_ids: dict[str, str], ml: str = "ml") -> str:
     return " OR ".join(parts) or "FALSE"
 
 
+def unembedded_spectra(raw: str, ml: str, model_ids: dict[str, str]) -> str:
+    """FROM/WHERE of the spectra (``r``) lacking results of these models."""
+    return (f"FROM {raw} AS r LEFT JOIN {ml} AS ml ON ml.pubdid = r.ssa_pubdid "
+            f"WHERE ml.pubdid IS NULL OR {stale_condition(model_ids)}")
+
+
 def _sql_literal(text: str) -> str:
     """Quote a model id (made of [A-Za-z0-9._-] by construction) for SQL."""
     import re
@@ -233,10 +239,8 @@ def iter_reembed_rows(rd) -> Iterator[dict]:
     model_ids = current_model_ids(rd)
     if not model_ids:
         return
-    stale = _query(
-        f"SELECT r.obs_id, r.source_file FROM {info['raw']} AS r "
-        f"LEFT JOIN {info['ml']} AS ml ON ml.pubdid = r.ssa_pubdid "
-        f"WHERE ml.pubdid IS NULL OR {stale_condition(model_ids)}")
+    stale = _query(f"SELECT r.obs_id, r.source_file "
+                   f"{unembedded_spectra(info['raw'], info['ml'], model_ids)}")
     wanted = {obs_id for obs_id, _ in stale}
     inputs_dir = _inputs_dir()
     paths = sorted({os.path.join(inputs_dir, f) for _, f in stale})

@@ -1,8 +1,9 @@
 """Preview PNGs, one per spectrum, made in a pass of their own after import.
 
 Previews are what SSAP clients and the web form show before a user pulls a
-spectrum.  Making them costs ~20 ms a spectrum per core, more than everything else at
-ingest, so they are made separately and only where missing.
+spectrum.  Making them costs ~20 ms of CPU a spectrum, more than everything
+else at ingest, so they are made separately, in parallel and only where
+missing.
 """
 from __future__ import annotations
 
@@ -79,14 +80,15 @@ def make_previews(data_dir: Path, preview_dir: Path,
     Returns (made, failed); unreadable files are left to the import's report.
     """
     import multiprocessing
-    import os
     from concurrent.futures import ProcessPoolExecutor
     from functools import partial
+
+    from ingest.infer import default_threads
 
     preview_dir.mkdir(parents=True, exist_ok=True)
     sources = sorted(p for p in data_dir.glob("*/*"))
     made = failed = 0
-    with ProcessPoolExecutor(workers or os.cpu_count() or 1,
+    with ProcessPoolExecutor(workers or default_threads(),
                              mp_context=multiprocessing.get_context("spawn")
                              ) as pool:
         results = pool.map(partial(_previews_for, preview_dir=preview_dir),

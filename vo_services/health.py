@@ -7,6 +7,7 @@ install names what is broken instead of failing later in a user's query.
 """
 from __future__ import annotations
 
+import io
 import json
 import urllib.parse
 import urllib.request
@@ -44,11 +45,9 @@ def _one_value(sql: str, params: dict | None = None):
 
 
 def check_database() -> str:
-    version = _one_value("SHOW server_version")
-    if int(version.split(".")[0]) < 15:
-        raise CheckFailed(f"PostgreSQL {version}; retrspect needs 15")
     from gavo import base
     with base.getTableConn() as conn:
+        version = list(conn.query("SHOW server_version"))[0][0]
         extensions = dict(conn.query(
             "SELECT extname, extversion FROM pg_extension"))
         database = list(conn.query("SELECT current_database()"))[0][0]
@@ -57,6 +56,8 @@ def check_database() -> str:
             "pg_db_role_setting AS r JOIN pg_database AS d "
             "ON d.oid = r.setdatabase, unnest(r.setconfig) AS s "
             "WHERE d.datname = current_database() AND r.setrole = 0"))
+    if int(version.split(".")[0]) < 15:
+        raise CheckFailed(f"PostgreSQL {version}; retrspect needs 15")
     missing = [name for name in ("pg_sphere", "vector") if name not in extensions]
     if missing:
         raise CheckFailed(f"extension(s) {', '.join(missing)} not installed "
@@ -87,7 +88,7 @@ def check_tables() -> str:
 
 
 def check_models() -> str:
-    from ingest.dachs_import import stale_condition
+    from ingest.dachs_import import unembedded_spectra
     from ingest.infer import ModelSet, choose_providers
     from ingest.pipeline import IngestOptions
     options = IngestOptions.from_environment()
@@ -102,10 +103,8 @@ def check_models() -> str:
     if missing:
         raise CheckFailed(f"no {', '.join(sorted(missing))} model in "
                           f"{options.model_dir or 'the shipped models'}")
-    behind = _one_value(
-        "SELECT count(*) FROM retrspect.raw_data AS r LEFT JOIN "
-        "retrspect.ml_results AS ml ON ml.pubdid = r.ssa_pubdid "
-        f"WHERE ml.pubdid IS NULL OR {stale_condition(ids)}")
+    behind = _one_value("SELECT count(*) " + unembedded_spectra(
+        "retrspect.raw_data", "retrspect.ml_results", ids))
     if behind:
         raise CheckFailed(f"{behind} spectra have no results of the current "
                           "models; run 'retrspect import'")
@@ -122,8 +121,7 @@ def check_server() -> str:
     if not server.is_running():
         raise CheckFailed(f"nothing answers on {server.base_url()}; run "
                           "'retrspect serve start'")
-    if (not server.FINGERPRINT_FILE.exists() or
-            server.FINGERPRINT_FILE.read_text() != server.code_fingerprint()):
+    if not server.serves_installed_code():
         raise CheckFailed("the server runs older code or models than are "
                           "installed; run 'retrspect deploy'")
     capabilities = _get(f"{server.base_url()}/tap/capabilities").decode()
@@ -145,7 +143,6 @@ def check_knn_query() -> str:
              f"FROM retrspect.ml_results AS m ORDER BY d")
     url = f"{server.base_url()}/tap/sync?" + urllib.parse.urlencode(
         {"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": query})
-    import io
     table = parse_single_table(io.BytesIO(_get(url))).to_table()
     if len(table) != 3 or table["obs_id"][0] != obs_id or table["d"][0] != 0:
         raise CheckFailed(f"a kNN query on {obs_id} returned {len(table)} "

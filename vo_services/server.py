@@ -128,20 +128,24 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def serves_installed_code() -> bool:
+    """Whether the server was started with the code and models installed now."""
+    return (FINGERPRINT_FILE.exists()
+            and FINGERPRINT_FILE.read_text() == code_fingerprint())
+
+
 def start(timeout: float = 60.0) -> str:
     """Start the DaCHS server (daemon) if it is not up; wait until it serves.
 
     A running server whose code is older than the installed code is
     restarted, so a deploy never leaves stale code serving.
     """
-    fingerprint = code_fingerprint()
     if is_running():
-        if (FINGERPRINT_FILE.exists()
-                and FINGERPRINT_FILE.read_text() == fingerprint):
+        if serves_installed_code():
             return f"already serving on {base_url()}"
         stop()
     dachs("serve", "start")
-    FINGERPRINT_FILE.write_text(fingerprint)
+    FINGERPRINT_FILE.write_text(code_fingerprint())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if is_running():
