@@ -118,11 +118,83 @@ def flux_knn(items, *, k=5, query_split="test"):
     return parameter_errors(knn_predict(fi, truth_i, fq, k), truth_q)
 
 
+def user_copy(spectrum, rng, *, noise=0.02, step=1.37):
+    """What a user might hold of an archive spectrum: its served (vacuum)
+    flux resampled onto another linear grid, with ``noise`` relative
+    Gaussian noise, no errors and no resolution stated: the upload of
+    search by example (``tests/test_byexample.py`` does the same)."""
+    from astropy import units as u
+
+    from ingest.preprocess import vacuum_wavelength
+    from ingest.spectrum import Spectrum, empty_meta
+    wave = vacuum_wavelength(spectrum).to_value(u.AA)
+    good = spectrum.good
+    lo, hi = wave[good][0], wave[good][-1]
+    new = np.arange(max(lo, 3600.0), min(hi, 7350.0), step)
+    flux = np.interp(new, wave[good], spectrum.flux.value[good])
+    flux = flux * (1 + noise * rng.standard_normal(new.size))
+    return Spectrum(wavelength=new * u.AA, flux=flux * u.dimensionless_unscaled, ivar=None,
+                    mask=np.zeros(new.size, bool), medium="vacuum", meta=empty_meta(),
+                    source="user copy")
+
+
+def self_retrieval(vae, items, *, noises=(0.02, 0.05), splits=("val", "test"), seed=7):
+    """How often a user's copy of an archive star finds that star first.
+
+    Search by example promises that an upload of an archive spectrum
+    (resampled, noisier, without the archive's resolution and medium
+    knowledge) returns the original as its nearest neighbour.  The index is
+    the whole bundled archive as ingest prepares it; the queries are user
+    copies (:func:`user_copy`) of the held-out stars.  A latent pulled too
+    hard towards stellar parameters (weak supervision) fails this first:
+    twins in Teff, log g and [Fe/H] crowd out the spectrum itself.
+
+    Returns
+    -------
+    dict
+        Per noise level: fraction found first, fraction in the top 5,
+        median rank, number of queries.
+    """
+    rng = np.random.default_rng(seed)
+    flux, weight = prepared(items)
+    keep = weight.any(1)
+    index_items = [i for i, k in zip(items, keep) if k]
+    zi = run(vae, flux[keep], weight[keep])[0].astype(np.float64)
+    where = {i.obs_id: n for n, i in enumerate(index_items)}
+    queries = [i for i in index_items if i.kind == "star" and i.split in splits]
+    out = {}
+    for noise in noises:
+        copies = [user_copy(i.spectrum, rng, noise=noise) for i in queries]
+        pairs = [D.prepare_observed(c) for c in copies]
+        zq = run(vae, np.stack([f for f, _ in pairs]), np.stack([w for _, w in pairs]))[0]
+        d = ((zq.astype(np.float64)[:, None, :] - zi[None, :, :]) ** 2).sum(-1)
+        own = d[np.arange(len(queries)), [where[i.obs_id] for i in queries]]
+        # ties count against the original: a latent that maps everything to
+        # one point must not score as finding each spectrum first
+        rank = (d <= own[:, None]).sum(1)
+        found = [index_items[n] for n in d.argmin(1)]
+        misses = [(q, f) for q, f, r in zip(queries, found, rank) if r > 1]
+        twins = [(q, f) for q, f in misses if q.teff and f.teff and q.logg is not None
+                 and f.logg is not None]
+        out[f"noise_{noise:g}"] = {
+            "first": float(np.mean(rank == 1)), "top5": float(np.mean(rank <= 5)),
+            "median_rank": float(np.median(rank)), "n_queries": len(queries),
+            "n_index": len(index_items),
+            "misses_same_star": sum(q.star_id == f.star_id for q, f in misses),
+            # what a miss finds instead: how far it is from the query in the catalogue
+            "misses_median_abs_dteff_k": float(np.median(
+                [abs(q.teff - f.teff) for q, f in twins])) if twins else None,
+            "misses_median_abs_dlogg": float(np.median(
+                [abs(q.logg - f.logg) for q, f in twins])) if twins else None}
+    return out
+
+
 def vae_metrics(vae, items):
     """Held-out figures of the VAE: kNN, reconstruction, anomaly."""
     out = {"knn_k5_l2": latent_knn(vae, items),
            "knn_k5_l2_validation": latent_knn(vae, items, query_split="val"),
-           "knn_k5_cosine": latent_knn(vae, items, metric="cosine")}
+           "knn_k5_cosine": latent_knn(vae, items, metric="cosine"),
+           "self_retrieval": self_retrieval(vae, items)}
     groups = {
         "test_stars": [i for i in items if i.kind == "star" and i.split == "test"],
         "galaxies": [i for i in items if i.kind == "galaxy"],
@@ -224,6 +296,16 @@ def classifier_metrics(model, items, split="test"):
 subclass = D.subclass
 
 
+def majority(rows):
+    """Most frequent label of each row of neighbours (nearest first); a tie
+    goes to the tied label seen first, so votes do not depend on hashing."""
+    votes = []
+    for row in rows:
+        row = list(row)
+        votes.append(max(row, key=lambda label: (row.count(label), -row.index(label))))
+    return votes
+
+
 def knn_class_baseline(items, k=5):
     """Accuracy of a model-free classifier: majority class of the k nearest
     training stars in prepared flux (L2), for held-out labelled stars."""
@@ -234,8 +316,34 @@ def knn_class_baseline(items, k=5):
     d = (fq * fq).sum(1)[:, None] - 2 * fq @ fi.T + (fi * fi).sum(1)[None, :]
     nearest = np.argsort(d, axis=1)[:, :k]
     labels = np.array([i.label for i in train])
-    votes = [max(set(row), key=list(row).count) for row in labels[nearest]]
+    votes = majority(labels[nearest])
     return float(np.mean([v == i.label for v, i in zip(votes, test)]))
+
+
+def parameter_class_baseline(items, k=5, split="test"):
+    """Accuracy of a classifier that sees the catalogue instead of the
+    spectrum: majority MK class of the k training stars nearest in the
+    catalogue's own (log Teff / 0.02, log g / 0.3), for ``split`` stars
+    of the main classes O-M with both parameters.
+
+    A model that learned each star's physical parameters perfectly could
+    do about this well; what it misses is where the catalogue's MK type
+    and its Teff and log g disagree (the ceiling the target runs into).
+    """
+    def usable(i):
+        return i.kind == "star" and i.label in D.STAR_CLASSES and i.teff and i.logg is not None
+
+    def features(group):
+        return np.array([[np.log10(i.teff) / 0.02, i.logg / 0.3] for i in group])
+
+    train = [i for i in items if usable(i) and i.split == "train"]
+    query = [i for i in items if usable(i) and i.split == split]
+    d = ((features(query)[:, None, :] - features(train)[None, :, :]) ** 2).sum(-1)
+    nearest = np.argsort(d, axis=1, kind="stable")[:, :k]
+    labels = np.array([i.label for i in train])
+    votes = majority(labels[nearest])
+    return {"accuracy": float(np.mean([v == i.label for v, i in zip(votes, query)])),
+            "n": len(query), "k": k}
 
 
 # --------------------------------------------------------------------------

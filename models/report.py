@@ -145,6 +145,9 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
         "mi_ksg_bits": mi_ksg.tolist(), "mi_histogram_bits": mi_hist.tolist(),
         "classifier_onnx": E.public(clf_metrics),
     }
+    sweep = bench_dir / "vae_supervise_sweep.json"
+    if sweep.exists():
+        analysis["vae_supervise_sweep"] = json.loads(sweep.read_text())
     plots_dir.mkdir(parents=True, exist_ok=True)
     (plots_dir / "latent_analysis.json").write_text(json.dumps(analysis, indent=1) + "\n")
 
