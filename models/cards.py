@@ -118,8 +118,8 @@ def _self_retrieval_text(figures):
     parts = [f"{100 * f['first']:.1f}% at {100 * float(k.split('_')[1]):g}% noise "
              f"(top 5: {100 * f['top5']:.1f}%)" for k, f in figures.items()]
     first = next(iter(figures.values()))
-    return (f"\nSearch by example (`models.evaluate.self_retrieval`): a user's copy of each of "
-            f"the {first['n_queries']} validation and test stars (served vacuum flux "
+    return (f"\nSearch by example (`models.evaluate.self_retrieval`): {first['copies']} user copies "
+            f"of each of the {first['n_queries']} validation and test stars (served vacuum flux "
             "resampled to 1.37 A steps with relative Gaussian noise, no errors, no "
             "resolution or medium knowledge) is searched against the whole bundled "
             f"archive ({first['n_index']} spectra on the grid); the original comes back "

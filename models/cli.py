@@ -168,19 +168,32 @@ def train(argv) -> int:
 
 
 SWEEP_FILE = PACKAGE_DIR / "benchmarks" / "vae_supervise_sweep.json"
-#: Search by example may lose at most this much of the unsupervised VAE's
-#: validation self-retrieval (2% noise, original first) to supervision.
-SELF_RETRIEVAL_SLACK = 0.01
+#: Search by example may be at most this much worse than the sweep's best
+#: weight (validation self-retrieval, mean of the noise levels).
+SELF_RETRIEVAL_SLACK = 0.02
+SWEEP_RULE = ("the lowest validation log g MAE among the weights whose validation "
+              "self-retrieval (mean of 2% and 5% noise) is within `slack` of the best "
+              "weight's")
+
+
+def choose_supervision(rows, slack=SELF_RETRIEVAL_SLACK):
+    """The weight :data:`SWEEP_RULE` picks from sweep rows (validation only)."""
+    def retrieval(row):
+        values = [v for k, v in row["val"].items() if k.startswith("self_retrieval_")]
+        return sum(values) / len(values)
+
+    best = max(retrieval(r) for r in rows)
+    allowed = [r for r in rows if retrieval(r) >= best - slack]
+    return min(allowed, key=lambda r: r["val"]["logg_mae"])["weight"]
 
 
 def sweep_vae_supervise(items, cfg, weights):
     """Train a VAE per supervision weight and pick one on validation stars.
 
-    The rule: the lowest validation log g MAE (k=5 latent kNN) among the
-    weights whose validation self-retrieval at 2% and 5% noise stays within
-    :data:`SELF_RETRIEVAL_SLACK` of the unsupervised VAE's: supervision may
-    sharpen gravity only as long as a user's copy of a spectrum still finds
-    the original.  Test figures are recorded beside, never used to choose.
+    Supervision may sharpen gravity only as long as a user's copy of a
+    spectrum still finds the original (:data:`SWEEP_RULE`); a weight that
+    wins a few hundredths of a dex in log g but loses search by example is
+    not taken.  Test figures are recorded beside, never used to choose.
     """
     import time
     from dataclasses import replace
@@ -202,13 +215,8 @@ def sweep_vae_supervise(items, cfg, weights):
         _log(f"sweep: weight {weight:g}: validation log g {row['val']['logg_mae']:.3f}, "
              f"self-retrieval {row['val']['self_retrieval_noise_0.02']:.3f} / "
              f"{row['val']['self_retrieval_noise_0.05']:.3f}")
-    base = rows[0]["val"]
-    allowed = [r for r in rows if all(
-        r["val"][k] >= base[k] - SELF_RETRIEVAL_SLACK for k in base if k.startswith("self_"))]
-    chosen = min(allowed, key=lambda r: r["val"]["logg_mae"])["weight"]
-    result = {"rule": ("lowest validation log g MAE among weights whose validation "
-                       "self-retrieval (2% and 5% noise) is within `slack` of weight 0's"),
-              "slack": SELF_RETRIEVAL_SLACK, "chosen": chosen, "rows": rows}
+    result = {"rule": SWEEP_RULE, "slack": SELF_RETRIEVAL_SLACK,
+              "chosen": choose_supervision(rows), "rows": rows}
     SWEEP_FILE.parent.mkdir(exist_ok=True)
     SWEEP_FILE.write_text(json.dumps(result, indent=1) + "\n")
     return result

@@ -138,22 +138,25 @@ def user_copy(spectrum, rng, *, noise=0.02, step=1.37):
                     source="user copy")
 
 
-def self_retrieval(vae, items, *, noises=(0.02, 0.05), splits=("val", "test"), seed=7):
+def self_retrieval(vae, items, *, noises=(0.02, 0.05), splits=("val", "test"), copies=3,
+                   seed=7):
     """How often a user's copy of an archive star finds that star first.
 
     Search by example promises that an upload of an archive spectrum
     (resampled, noisier, without the archive's resolution and medium
     knowledge) returns the original as its nearest neighbour.  The index is
-    the whole bundled archive as ingest prepares it; the queries are user
-    copies (:func:`user_copy`) of the held-out stars.  A latent pulled too
-    hard towards stellar parameters (weak supervision) fails this first:
-    twins in Teff, log g and [Fe/H] crowd out the spectrum itself.
+    the whole bundled archive as ingest prepares it; the queries are
+    ``copies`` independent user copies (:func:`user_copy`) of each held-out
+    star.  A latent pulled too hard towards stellar parameters (weak
+    supervision) fails this first: twins in Teff, log g and [Fe/H] crowd
+    out the spectrum itself.
 
     Returns
     -------
     dict
         Per noise level: fraction found first, fraction in the top 5,
-        median rank, number of queries.
+        median rank, numbers of stars and index spectra, and what the
+        misses found instead.
     """
     rng = np.random.default_rng(seed)
     flux, weight = prepared(items)
@@ -161,14 +164,15 @@ def self_retrieval(vae, items, *, noises=(0.02, 0.05), splits=("val", "test"), s
     index_items = [i for i, k in zip(items, keep) if k]
     zi = run(vae, flux[keep], weight[keep])[0].astype(np.float64)
     where = {i.obs_id: n for n, i in enumerate(index_items)}
-    queries = [i for i in index_items if i.kind == "star" and i.split in splits]
+    stars = [i for i in index_items if i.kind == "star" and i.split in splits]
+    queries = stars * copies
+    own_row = np.array([where[i.obs_id] for i in queries])
     out = {}
     for noise in noises:
-        copies = [user_copy(i.spectrum, rng, noise=noise) for i in queries]
-        pairs = [D.prepare_observed(c) for c in copies]
+        pairs = [D.prepare_observed(user_copy(i.spectrum, rng, noise=noise)) for i in queries]
         zq = run(vae, np.stack([f for f, _ in pairs]), np.stack([w for _, w in pairs]))[0]
         d = ((zq.astype(np.float64)[:, None, :] - zi[None, :, :]) ** 2).sum(-1)
-        own = d[np.arange(len(queries)), [where[i.obs_id] for i in queries]]
+        own = d[np.arange(len(queries)), own_row]
         # ties count against the original: a latent that maps everything to
         # one point must not score as finding each spectrum first
         rank = (d <= own[:, None]).sum(1)
@@ -178,8 +182,8 @@ def self_retrieval(vae, items, *, noises=(0.02, 0.05), splits=("val", "test"), s
                  and f.logg is not None]
         out[f"noise_{noise:g}"] = {
             "first": float(np.mean(rank == 1)), "top5": float(np.mean(rank <= 5)),
-            "median_rank": float(np.median(rank)), "n_queries": len(queries),
-            "n_index": len(index_items),
+            "median_rank": float(np.median(rank)), "n_queries": len(stars),
+            "copies": copies, "n_index": len(index_items),
             "misses_same_star": sum(q.star_id == f.star_id for q, f in misses),
             # what a miss finds instead: how far it is from the query in the catalogue
             "misses_median_abs_dteff_k": float(np.median(

@@ -66,10 +66,12 @@ class TrainConfig:
     #: drop training stars whose catalogue class and Teff disagree by more
     #: than one class (:func:`models.data.label_consistent`)
     clf_label_rule: bool = False
-    #: weight of the VAE's weak supervision (off: at 30000, chosen for log g,
-    #: a noisy copy of a star no longer finds itself first): z0, z1, z2 regress
-    #: standardised log Teff, log g, [Fe/H] of training stars (0 = none)
-    vae_supervise: float = 0.0
+    #: weight of the VAE's weak supervision: z0, z1, z2 regress standardised
+    #: log Teff, log g, [Fe/H] of training stars (0 = none).  Chosen by
+    #: ``retrspect train --sweep-vae-supervise`` on validation log g and
+    #: self-retrieval (models/benchmarks/vae_supervise_sweep.json); at 30000
+    #: a noisy copy of a star no longer finds itself first
+    vae_supervise: float = 3000.0
     extra: dict = field(default_factory=dict)
 
 

@@ -413,8 +413,8 @@ class _Constant(torch.nn.Module):
 def test_self_retrieval_tells_a_faithful_latent_from_a_blind_one(items):
     subset = [i for i in items if i.split == "val"][:40] + \
         [i for i in items if i.split == "train"][:200]
-    faithful = E.self_retrieval(_Identity(), subset, noises=(0.02,))["noise_0.02"]
-    blind = E.self_retrieval(_Constant(), subset, noises=(0.02,))["noise_0.02"]
+    faithful = E.self_retrieval(_Identity(), subset, noises=(0.02,), copies=1)["noise_0.02"]
+    blind = E.self_retrieval(_Constant(), subset, noises=(0.02,), copies=1)["noise_0.02"]
     assert faithful["n_queries"] == blind["n_queries"] == 40
     assert faithful["first"] >= 0.8
     # every spectrum ties with every other: the original is never first
@@ -441,6 +441,21 @@ def test_shipped_vae_finds_user_copies_of_held_out_stars(items):
     figures = E.self_retrieval(vae, items, noises=(0.02,))["noise_0.02"]
     assert figures["n_queries"] > 300
     assert figures["first"] >= 0.85 and figures["top5"] >= 0.95
+
+
+def test_supervision_sweep_rule_keeps_search_by_example():
+    """The lowest log g wins only among weights whose self-retrieval stays
+    near the best: 30 has the best gravity but loses search by example."""
+    from models.cli import choose_supervision
+
+    def row(weight, logg, first2, first5):
+        return {"weight": weight, "val": {"logg_mae": logg, "self_retrieval_noise_0.02": first2,
+                                          "self_retrieval_noise_0.05": first5}}
+    rows = [row(0, 0.33, 0.92, 0.70), row(3, 0.26, 0.95, 0.76), row(10, 0.25, 0.94, 0.75),
+            row(30, 0.24, 0.87, 0.60)]
+    assert choose_supervision(rows, slack=0.02) == 10
+    assert choose_supervision(rows, slack=0.005) == 3
+    assert choose_supervision(rows, slack=1.0) == 30
 
 
 def test_catalogue_parameter_baseline_scores_its_own_labels(items):
