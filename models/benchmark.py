@@ -6,18 +6,23 @@ graph optimisations; the median of several timed repetitions after warm-up.
 The ratio torch / ONNX is the speed-up.  The sum over the models is the
 per-spectrum inference cost ingest pays.
 
-The machine may be shared: the result records the CPU time other processes
-used while the timings ran (``other_processes_cores``) and the load average,
-so a run on a busy machine can be recognised.  On a busy machine, set
-``OMP_WAIT_POLICY=PASSIVE`` before torch starts: torch's OpenMP threads
-otherwise spin at every barrier while the other core is taken, which makes
-eager torch many times slower and the comparison meaningless.
+Both runtimes can let their idle threads spin (busy-wait) at every
+barrier.  That is faster on an idle machine and many times slower when the
+cores are shared (as at ingest, beside DaCHS and the other workers), and it
+moves the ratio: :func:`compare` therefore times each model in both
+:data:`CONFIGURATIONS`, each in a fresh process (torch reads
+``OMP_WAIT_POLICY`` once, at start).  The result also records the CPU time
+other processes used while the timings ran (``other_processes_cores``) and
+the load average, so a run on a busy machine can be recognised.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,7 +60,7 @@ def _other_cores(start, end):
     return ((end[0] - start[0]) - (end[1] - start[1])) / hz / max(end[2] - start[2], 1e-3)
 
 
-def benchmark(models, flux, weight, *, threads=2, repeats=15, out=None):
+def benchmark(models, flux, weight, *, threads=2, repeats=15, out=None, spinning=True):
     """Time each (name, torch module, onnx path) on one batch.
 
     Parameters
@@ -89,6 +94,8 @@ def benchmark(models, flux, weight, *, threads=2, repeats=15, out=None):
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         module.eval()
 
@@ -129,3 +136,87 @@ def benchmark(models, flux, weight, *, threads=2, repeats=15, out=None):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+#: The two ways to run both runtimes: the configuration ingest uses is the
+#: headline figure.
+CONFIGURATIONS = {
+    "not_spinning": {
+        "omp_wait_policy": "PASSIVE", "spinning": False,
+        "meaning": "as ingest runs: ONNX Runtime's threads do not spin (they share the "
+                   "cores with DaCHS and other workers) and torch's OpenMP threads sleep "
+                   "at barriers (OMP_WAIT_POLICY=PASSIVE)"},
+    "spinning": {
+        "omp_wait_policy": "ACTIVE", "spinning": True,
+        "meaning": "both runtimes' defaults on an idle machine: waiting threads spin"},
+}
+HEADLINE = "not_spinning"
+
+
+def compare(workdir, files, flux, weight, *, threads=2, out=None):
+    """Time every model in each of :data:`CONFIGURATIONS` (a fresh process
+    each) and write one file; the headline configuration's figures are also
+    at the top level.
+
+    Parameters
+    ----------
+    workdir : path
+        Checkpoints (``<name>.pt``) of the torch models.
+    files : dict name -> path of the shipped ONNX file
+    flux, weight : ndarray (batch, npix)
+    """
+    package_root = str(Path(__file__).resolve().parents[1])
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        batch = Path(tmp) / "batch.npz"
+        np.savez(batch, flux=flux, weight=weight)
+        for name, config in CONFIGURATIONS.items():
+            target = Path(tmp) / f"{name}.json"
+            env = dict(os.environ, OMP_WAIT_POLICY=config["omp_wait_policy"],
+                       PYTHONPATH=os.pathsep.join(
+                           [package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+            command = [sys.executable, "-m", "models.benchmark", "--workdir", str(workdir),
+                       "--batch", str(batch), "--threads", str(threads), "--out", str(target),
+                       "--spinning" if config["spinning"] else "--no-spinning"]
+            command += [f"{k}={v}" for k, v in files.items()]
+            subprocess.run(command, env=env, check=True)
+            results[name] = dict(json.loads(target.read_text()), meaning=config["meaning"])
+    combined = dict(results[HEADLINE])
+    combined["headline"] = HEADLINE
+    combined["configurations"] = results
+    if out:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(combined, indent=1) + "\n")
+    return combined
+
+
+def main(argv=None):
+    """One configuration in this process (called by :func:`compare`)."""
+    import argparse
+
+    import torch
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--batch", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--spinning", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("models", nargs="+", help="name=path.onnx")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    arrays = np.load(args.batch)
+    models = []
+    for spec in args.models:
+        name, path = spec.split("=", 1)
+        checkpoint = torch.load(args.workdir / f"{name}.pt", weights_only=False)
+        models.append((name, checkpoint["model"], path))
+    result = benchmark(models, arrays["flux"], arrays["weight"], threads=args.threads,
+                       out=args.out, spinning=args.spinning)
+    result["spinning"] = args.spinning
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -525,11 +525,16 @@ def _equality_line(name, equality):
 def _bench_line(name, bench):
     if not bench or name not in bench.get("models", {}):
         return ""
-    b = bench["models"][name]
+    configurations = bench.get("configurations") or {"as measured": bench}
+    parts = []
+    for config, result in configurations.items():
+        b = result["models"][name]
+        parts.append(f"{config.replace('_', ' ')}: ONNX Runtime {b['onnx_ms_per_spectrum']:.3f} "
+                     f"ms per spectrum, eager torch {b['torch_ms_per_spectrum']:.3f} ms "
+                     f"(ratio {b['speedup_torch_over_onnx']:.2f}x)")
     return (f"\nSpeed (batch {bench['batch']}, {bench['threads']} threads, `models/benchmarks/"
-            f"onnx_vs_torch.json`): ONNX Runtime {b['onnx_ms_per_spectrum']:.3f} ms per spectrum, "
-            f"eager torch {b['torch_ms_per_spectrum']:.3f} ms (ratio "
-            f"{b['speedup_torch_over_onnx']:.2f}x).\n")
+            f"onnx_vs_torch.json`; 'not spinning' is how ingest runs, 'spinning' both "
+            f"runtimes' defaults on an idle machine): {'; '.join(parts)}.\n")
 
 
 def write_all(cards_dir, files, models, checkpoints, analysis, bench, equality):

@@ -382,9 +382,6 @@ class VelocityScanner(nn.Module):
         self.register_buffer("table_shift", torch.tensor(table_shift, dtype=torch.int64))
         self.register_buffer("table_kind", torch.tensor(table_kind, dtype=torch.int64))
         self.register_buffer("table_edge", torch.tensor(table_edge, dtype=torch.bool))
-        span = 2 * self.window + 1
-        lags = torch.arange(span)[:, None] + torch.arange(self.npix)[None, :]
-        self.register_buffer("lag_index", lags.reshape(-1))
         self.register_buffer("pixels", torch.arange(self.npix))
 
     # -- pieces ------------------------------------------------------------
@@ -477,10 +474,11 @@ class VelocityScanner(nn.Module):
         width = self.npix + 2 * self.window
         rows = self.template_rows(kind, template, zero, -centre - self.window, width)
         span = 2 * self.window + 1
-        lagged = rows[:, self.lag_index].reshape(batch, span, self.npix)
-        # lag j' is shift s = centre + W - j'
-        num = torch.einsum("bsn,bn->bs", lagged, wr)
-        den = torch.einsum("bsn,bn->bs", lagged * lagged, w)
+        # lag j' is shift s = centre + W - j'; contiguous slices, not a
+        # gathered (batch, span, npix) copy: a third of the model's time went there
+        squared = rows * rows
+        num = torch.stack([(rows[:, j:j + self.npix] * wr).sum(1) for j in range(span)], 1)
+        den = torch.stack([(squared[:, j:j + self.npix] * w).sum(1) for j in range(span)], 1)
         curve = (F.relu(num) ** 2 / den.clamp_min(1e-20)).flip(1)   # now s = centre - W + i
         peak = curve.argmax(dim=1).clamp(1, span - 2)
         y0 = curve.gather(1, (peak - 1)[:, None])[:, 0]

@@ -154,14 +154,15 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
     # ---- benchmark ----------------------------------------------------------
     bench = None
     if benchmark and all(n in checkpoints for n in files):
-        from models.benchmark import benchmark as run_benchmark
+        from models.benchmark import compare
         pick = np.random.default_rng(0).choice(len(flux), 256, replace=len(flux) < 256)
-        bench = run_benchmark([(n, checkpoints[n]["model"], files[n]) for n in files],
-                              flux[pick], weight[pick], threads=threads,
-                              out=bench_dir / "onnx_vs_torch.json")
-        log(f"benchmark: ONNX {bench['all_models']['onnx_ms_per_spectrum']:.3f} ms/spectrum "
-            f"for all models, torch {bench['all_models']['torch_ms_per_spectrum']:.3f}; "
-            f"speed-up {bench['all_models']['speedup_torch_over_onnx']:.2f}x")
+        bench = compare(workdir, files, flux[pick], weight[pick], threads=threads,
+                        out=bench_dir / "onnx_vs_torch.json")
+        for name, result in bench["configurations"].items():
+            b = result["all_models"]
+            log(f"benchmark ({name}): ONNX {b['onnx_ms_per_spectrum']:.3f} ms/spectrum "
+                f"for all models, torch {b['torch_ms_per_spectrum']:.3f}; "
+                f"speed-up {b['speedup_torch_over_onnx']:.2f}x")
     elif (bench_dir / "onnx_vs_torch.json").exists():
         bench = json.loads((bench_dir / "onnx_vs_torch.json").read_text())
 
