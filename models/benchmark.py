@@ -147,8 +147,11 @@ CONFIGURATIONS = {
                    "cores with DaCHS and other workers) and torch's OpenMP threads sleep "
                    "at barriers (OMP_WAIT_POLICY=PASSIVE)"},
     "spinning": {
-        "omp_wait_policy": "ACTIVE", "spinning": True,
-        "meaning": "both runtimes' defaults on an idle machine: waiting threads spin"},
+        # not ACTIVE: torch's threads would then spin on through the ONNX
+        # Runtime timings in the same process and take its cores
+        "omp_wait_policy": None, "spinning": True,
+        "meaning": "both runtimes' defaults on an idle machine: waiting threads spin "
+                   "(OpenMP's default: for a while, then sleep)"},
 }
 HEADLINE = "not_spinning"
 
@@ -172,9 +175,11 @@ def compare(workdir, files, flux, weight, *, threads=2, out=None):
         np.savez(batch, flux=flux, weight=weight)
         for name, config in CONFIGURATIONS.items():
             target = Path(tmp) / f"{name}.json"
-            env = dict(os.environ, OMP_WAIT_POLICY=config["omp_wait_policy"],
-                       PYTHONPATH=os.pathsep.join(
-                           [package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                [package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+            env.pop("OMP_WAIT_POLICY", None)
+            if config["omp_wait_policy"]:
+                env["OMP_WAIT_POLICY"] = config["omp_wait_policy"]
             command = [sys.executable, "-m", "models.benchmark", "--workdir", str(workdir),
                        "--batch", str(batch), "--threads", str(threads), "--out", str(target),
                        "--spinning" if config["spinning"] else "--no-spinning"]

@@ -100,7 +100,7 @@ def _sweep_text(sweep, supervise):
 `retrspect train --sweep-vae-supervise W,...` trains one VAE per weight
 (`models/benchmarks/vae_supervise_sweep.json`).  Rule: {sweep['rule']}
 (slack {sweep['slack']:g}).  It picked **{sweep['chosen']:g}**; the shipped model uses
-{supervise:g}.  Self-retrieval is the search-by-example figure below: supervision
+{supervise:g}.  Self-retrieval is the search-by-example figure above: supervision
 pulls stars with equal parameters together, and past some weight a user's copy
 of a spectrum finds a twin before the original.  Test columns are recorded,
 not used to choose.
@@ -121,7 +121,7 @@ def _self_retrieval_text(figures):
     return (f"\nSearch by example (`models.evaluate.self_retrieval`): {first['copies']} user copies "
             f"of each of the {first['n_queries']} validation and test stars (served vacuum flux "
             "resampled to 1.37 A steps with relative Gaussian noise, no errors, no "
-            "resolution or medium knowledge) is searched against the whole bundled "
+            "resolution or medium knowledge) are searched against the whole bundled "
             f"archive ({first['n_index']} spectra on the grid); the original comes back "
             f"first for {', '.join(parts)}.  A miss finds a near twin instead: at "
             f"{100 * float(next(iter(figures)).split('_')[1]):g}% noise the spectrum it "
