@@ -332,3 +332,27 @@ def plot_training(histories, path):
         ax.tick_params(labelsize=6)
     fig.tight_layout()
     return save(fig, path)
+
+
+def plot_supervision_sweep(sweep, path):
+    """Validation log g error against search-by-example self-retrieval, one
+    point per VAE supervision weight: the trade the weight is chosen on."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    rows = sweep["rows"]
+    for noise, marker in (("0.02", "o"), ("0.05", "s")):
+        x = [r["val"]["logg_mae"] for r in rows]
+        y = [100 * r["val"][f"self_retrieval_noise_{noise}"] for r in rows]
+        ax.plot(x, y, marker=marker, lw=0.8, label=f"{100 * float(noise):g}% noise")
+        for r, xi, yi in zip(rows, x, y):
+            bold = r["weight"] == sweep["chosen"]
+            ax.annotate(f"{r['weight']:g}", (xi, yi), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points", fontweight="bold" if bold else "normal")
+    ax.set_xlabel("validation log g MAE (dex, k=5 latent kNN)", fontsize=7)
+    ax.set_ylabel("user copies finding their original first (%)", fontsize=7)
+    ax.set_title(f"VAE supervision weight (chosen: {sweep['chosen']:g})", fontsize=8)
+    ax.invert_xaxis()
+    ax.tick_params(labelsize=6)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return save(fig, path)

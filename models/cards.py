@@ -108,6 +108,8 @@ not used to choose.
 | weight | val log g MAE | val Teff | val [Fe/H] | val self-retrieval 2% / 5% | test log g MAE | test self-retrieval 2% / 5% |
 |---|---|---|---|---|---|---|
 {rows}
+
+![supervision sweep](../plots/supervision_sweep.png)
 """
 
 

@@ -148,6 +148,8 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
     sweep = bench_dir / "vae_supervise_sweep.json"
     if sweep.exists():
         analysis["vae_supervise_sweep"] = json.loads(sweep.read_text())
+        plots["supervision_sweep"] = A.plot_supervision_sweep(
+            analysis["vae_supervise_sweep"], plots_dir / "supervision_sweep.png")
     plots_dir.mkdir(parents=True, exist_ok=True)
     (plots_dir / "latent_analysis.json").write_text(json.dumps(analysis, indent=1) + "\n")
 
