@@ -79,6 +79,27 @@ def _models(args) -> int:
     return getattr(models_cli, args.command)(args.rest)
 
 
+BENCHMARKS = {
+    "models": "ONNX Runtime against eager torch per shipped model (needs `retrspect train`)",
+    "ingest": "spectra/s with and without the models, memory flat in N",
+    "knn": "HNSW kNN at 1M vectors: TAP and SQL latency, recall",
+    "load": "50 concurrent clients: errors, latency, server memory",
+}
+
+
+def _benchmark(args) -> int:
+    """Run a benchmark; its figures go to a JSON file beside its baseline."""
+    if args.name == "models":
+        from models import cli as models_cli
+        return models_cli.benchmark(args.rest)
+    import subprocess
+    script = Path(args.repo).resolve() / "tests" / "benchmarks" / f"bench_{args.name}.py"
+    if not script.exists():
+        raise RuntimeError(f"{script} not found: run from the checkout or give --repo")
+    return subprocess.run([sys.executable, str(script), *args.rest],
+                          cwd=script.parents[2]).returncode
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retrspect",
@@ -111,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="results as JSON (name, ok, detail)")
     p.set_defaults(func=_check)
+
+    p = sub.add_parser(
+        "benchmark", help=_benchmark.__doc__,
+        description=_benchmark.__doc__ + "  " + "; ".join(
+            f"{name}: {text}" for name, text in BENCHMARKS.items()) + ".")
+    p.add_argument("name", choices=list(BENCHMARKS))
+    p.add_argument("--repo", default=".",
+                   help="the checkout whose tests/benchmarks to run (default: .)")
+    p.add_argument("rest", nargs=argparse.REMAINDER,
+                   help="arguments for the benchmark (e.g. --sizes 2000)")
+    p.set_defaults(func=_benchmark)
 
     for name, text in (("train", "train the models on the bundled spectra"),
                        ("export", "export trained models to ONNX"),

@@ -389,13 +389,31 @@ def analyse(argv) -> int:
     return 0
 
 
+def benchmark(argv) -> int:
+    """Time the shipped ONNX files against eager torch (both thread-wait
+    configurations) and write models/benchmarks/onnx_vs_torch.json."""
+    parser = _common(argparse.ArgumentParser(
+        prog="retrspect benchmark models", description=benchmark.__doc__))
+    parser.add_argument("--models-dir", type=Path, default=PACKAGE_DIR,
+                        help=f"directory of the shipped .onnx files (default: {PACKAGE_DIR})")
+    args = parser.parse_args(argv)
+    from models import data as D
+    from models import evaluate as E
+    from models import report
+    flux, weight = E.prepared(D.load_catalogue())
+    report.benchmark_shipped(report.shipped_files(args.models_dir), args.workdir, flux, weight,
+                             threads=args.threads, log=_log,
+                             out=args.models_dir / "benchmarks" / "onnx_vs_torch.json")
+    return 0
+
+
 def main(argv=None) -> int:
-    """``python -m models.cli train|export|analyse ...``: the checkout's code
+    """``python -m models.cli train|export|analyse|benchmark ...``: the checkout's code
     (the ``retrspect`` script imports the installed copy)."""
     import sys
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("train", "export", "analyse"):
-        print("usage: python -m models.cli {train,export,analyse} [options]")
+    if not argv or argv[0] not in ("train", "export", "analyse", "benchmark"):
+        print("usage: python -m models.cli {train,export,analyse,benchmark} [options]")
         return 2
     return globals()[argv[0]](argv[1:])
 

@@ -57,13 +57,7 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
     cards_dir = models_dir / "cards"
     bench_dir = models_dir / "benchmarks"
     started = time.perf_counter()
-    files = {}
-    for kind in ("vae", "classifier", "velocity"):
-        found = X.shipped(models_dir, kind)
-        if len(found) != 1:
-            raise RuntimeError(f"expected one shipped {kind} model in {models_dir}, "
-                               f"found {[p.name for p in found]}")
-        files[kind] = found[0]
+    files = shipped_files(models_dir)
     models = {kind: OnnxModel(path, threads) for kind, path in files.items()}
     checkpoints = _load_checkpoints(workdir)
     items = D.load_catalogue()
@@ -156,15 +150,8 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
     # ---- benchmark ----------------------------------------------------------
     bench = None
     if benchmark and all(n in checkpoints for n in files):
-        from models.benchmark import compare
-        pick = np.random.default_rng(0).choice(len(flux), 256, replace=len(flux) < 256)
-        bench = compare(workdir, files, flux[pick], weight[pick], threads=threads,
-                        out=bench_dir / "onnx_vs_torch.json")
-        for name, result in bench["configurations"].items():
-            b = result["all_models"]
-            log(f"benchmark ({name}): ONNX {b['onnx_ms_per_spectrum']:.3f} ms/spectrum "
-                f"for all models, torch {b['torch_ms_per_spectrum']:.3f}; "
-                f"speed-up {b['speedup_torch_over_onnx']:.2f}x")
+        bench = benchmark_shipped(files, workdir, flux, weight, threads=threads,
+                                  out=bench_dir / "onnx_vs_torch.json", log=log)
     elif (bench_dir / "onnx_vs_torch.json").exists():
         bench = json.loads((bench_dir / "onnx_vs_torch.json").read_text())
 
@@ -178,6 +165,36 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
             log(f"warning: {Path(path).name} is {size / 1e3:.0f} kB")
     log(f"analyse: done in {time.perf_counter() - started:.0f} s")
     return {"plots": plots, "cards": written, "analysis": analysis, "benchmark": bench}
+
+
+def shipped_files(models_dir):
+    """kind -> the one shipped ONNX file of each kind in ``models_dir``."""
+    files = {}
+    for kind in ("vae", "classifier", "velocity"):
+        found = X.shipped(models_dir, kind)
+        if len(found) != 1:
+            raise RuntimeError(f"expected one shipped {kind} model in {models_dir}, "
+                               f"found {[p.name for p in found]}")
+        files[kind] = found[0]
+    return files
+
+
+def benchmark_shipped(files, workdir, flux, weight, *, threads=2, out, log=print):
+    """ONNX Runtime against eager torch (the checkpoints in ``workdir``) on
+    256 of the prepared spectra, in both thread-wait configurations."""
+    from models.benchmark import compare
+    missing = [n for n in files if not (Path(workdir) / f"{n}.pt").exists()]
+    if missing:
+        raise RuntimeError(f"no checkpoint for {', '.join(missing)} in {workdir}: "
+                           "run `retrspect train` first (torch needs the trained modules)")
+    pick = np.random.default_rng(0).choice(len(flux), 256, replace=len(flux) < 256)
+    bench = compare(workdir, files, flux[pick], weight[pick], threads=threads, out=out)
+    for name, result in bench["configurations"].items():
+        b = result["all_models"]
+        log(f"benchmark ({name}): ONNX {b['onnx_ms_per_spectrum']:.3f} ms/spectrum "
+            f"for all models, torch {b['torch_ms_per_spectrum']:.3f}; "
+            f"speed-up {b['speedup_torch_over_onnx']:.2f}x")
+    return bench
 
 
 class _TorchLike:

@@ -148,6 +148,18 @@ def test_cli_module_entry_point_refuses_unknown_commands(capsys):
     assert "usage" in capsys.readouterr().out
 
 
+def test_benchmark_commands_say_what_is_missing(tmp_path, capsys):
+    """`retrspect benchmark models` without checkpoints says to train first;
+    a benchmark outside a checkout names the script it looked for."""
+    from ingest import cli as ingest_cli
+    from models import cli
+    from models.cli import PACKAGE_DIR
+    with pytest.raises(RuntimeError, match="run `retrspect train` first"):
+        cli.benchmark(["--workdir", str(tmp_path), "--models-dir", str(PACKAGE_DIR)])
+    assert ingest_cli.main(["benchmark", "--repo", str(tmp_path), "knn"]) == 1
+    assert str(tmp_path / "tests" / "benchmarks" / "bench_knn.py") in capsys.readouterr().err
+
+
 def test_classifier_metrics_count_errors_the_catalogue_teff_supports(items):
     """A classifier that always says K: its wrong answers the catalogue Teff
     backs are exactly the non-K held-out stars whose Teff is K-like."""
