@@ -263,6 +263,27 @@ def _progress(iterable, desc):
     return tqdm(iterable, desc=desc, unit="epoch", dynamic_ncols=True)
 
 
+def _one_cycle(optimiser, cfg, epochs, size):
+    """The learning-rate schedule both trainings use (15% warm-up)."""
+    steps = max(1, epochs * (size // cfg.batch))
+    return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=steps,
+                                               pct_start=0.15)
+
+
+def _epoch_tensors(samples, epoch):
+    """An epoch's samples as tensors: the pool as filled, then refreshed."""
+    return samples.epoch() if epoch else [torch.from_numpy(np.asarray(a)) for a in samples.arrays]
+
+
+def _step(model, optimiser, schedule, loss):
+    """One optimiser step with gradient clipping."""
+    optimiser.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+    optimiser.step()
+    schedule.step()
+
+
 # --------------------------------------------------------------------------
 # VAE
 # --------------------------------------------------------------------------
@@ -321,26 +342,19 @@ def train_vae(items, cfg: TrainConfig, *, epochs=None, pool=None, progress=True)
     samples = Pool(lambda: vae_pair(material, rng), size, cfg.vae_refresh, rng, "vae")
     model = SpectrumVAE(MODEL_GRID.npix, latent_dim=cfg.latent_dim)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    steps = max(1, epochs * (size // cfg.batch))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=steps,
-                                                   pct_start=0.15)
+    schedule = _one_cycle(optimiser, cfg, epochs, size)
     history = []
     bar = _progress(range(epochs), "train vae") if progress else range(epochs)
     for epoch in bar:
         start = time.perf_counter()
-        flux, weight, target, mask, params, known = samples.epoch() if epoch else \
-            [torch.from_numpy(np.asarray(a)) for a in samples.arrays]
+        flux, weight, target, mask, params, known = _epoch_tensors(samples, epoch)
         model.train()
         totals = np.zeros(3)
         n = 0
         for index in _batches(len(flux), cfg.batch, generator):
             loss, l1, kl = vae_loss(model, flux[index], weight[index], target[index],
                                     mask[index], cfg, generator, params[index], known[index])
-            optimiser.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            optimiser.step()
-            schedule.step()
+            _step(model, optimiser, schedule, loss)
             totals += [loss.item(), l1.item(), kl.item()]
             n += 1
         row = {"epoch": epoch + 1, "loss": totals[0] / n, "l1": totals[1] / n,
@@ -388,15 +402,12 @@ def train_classifier(items, cfg: TrainConfig, *, epochs=None, pool=None, progres
     model = SpectrumClassifier(MODEL_GRID.npix, n_classes=len(D.CLASSES), heads=cfg.heads,
                                channels=cfg.clf_channels, aux_outputs=3 if cfg.clf_aux else 0)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    steps = max(1, epochs * (size // cfg.batch))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=steps,
-                                                   pct_start=0.15)
+    schedule = _one_cycle(optimiser, cfg, epochs, size)
     history = []
     bar = _progress(range(epochs), "train classifier") if progress else range(epochs)
     for epoch in bar:
         start = time.perf_counter()
-        flux, weight, label, soft, params, known = samples.epoch() if epoch else \
-            [torch.from_numpy(np.asarray(a)) for a in samples.arrays]
+        flux, weight, label, soft, params, known = _epoch_tensors(samples, epoch)
         label = label.long()
         model.train()
         total, correct, n = 0.0, 0, 0
@@ -420,11 +431,7 @@ def train_classifier(items, cfg: TrainConfig, *, epochs=None, pool=None, progres
             if cfg.clf_aux:
                 miss = (model.aux(hidden) - params[index]) ** 2 * known[index]
                 loss = loss + cfg.clf_aux * miss.sum(1).mean()
-            optimiser.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            optimiser.step()
-            schedule.step()
+            _step(model, optimiser, schedule, loss)
             total += loss.item()
             correct += int((logits.mean(0).argmax(1) == label[index]).sum())
             n += len(index)
