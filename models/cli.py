@@ -22,8 +22,6 @@ import os
 import time
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_DIR = PACKAGE_DIR.parent
 
 
 def default_workdir():
@@ -36,6 +34,33 @@ def default_workdir():
 
 
 DEFAULT_WORKDIR = default_workdir()
+
+
+def checkout_models_dir(start=None):
+    """``models/`` of the retrspect checkout around ``start`` (default: the
+    working directory), or None.
+
+    Commands that write models, cards, plots and benchmarks write there by
+    default, never into the installed package: that copy is what ingest
+    and the server load, and it changes only by re-installing.
+    """
+    here = Path(start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / "pyproject.toml").is_file() and \
+                (directory / "models" / "cli.py").is_file():
+            return directory / "models"
+    return None
+
+
+def _models_dir(parser, value, option):
+    """The directory given with ``option``, else the checkout's models/."""
+    if value is not None:
+        return value
+    found = checkout_models_dir()
+    if found is None:
+        parser.error(f"not inside a retrspect checkout: give {option} (the installed "
+                     "package is not written to)")
+    return found
 NAMES = ("vae", "classifier", "velocity")
 TOLERANCE = 1e-4
 
@@ -71,9 +96,13 @@ def train(argv) -> int:
                              "TrainConfig value, chosen by --sweep-vae-supervise)")
     parser.add_argument("--sweep-vae-supervise", metavar="W,W,...",
                         help="train one VAE per weight, record validation kNN and "
-                             f"self-retrieval in {SWEEP_FILE.relative_to(REPO_DIR)} and "
+                             f"self-retrieval in models/{SWEEP_NAME} of the checkout and "
                              "say which weight the selection rule picks")
+    parser.add_argument("--models-dir", type=Path,
+                        help="where the sweep's record goes (default: models/ of the checkout)")
     args = parser.parse_args(argv)
+    sweep_file = (_models_dir(parser, args.models_dir, "--models-dir") / SWEEP_NAME
+                  if args.sweep_vae_supervise else None)
     import torch
     torch.set_num_threads(args.threads)
     from dataclasses import asdict
@@ -98,9 +127,9 @@ def train(argv) -> int:
     items = D.load_catalogue(progress=True)
     if args.sweep_vae_supervise:
         weights = [float(w) for w in args.sweep_vae_supervise.split(",")]
-        sweep = sweep_vae_supervise(items, cfg, weights)
+        sweep = sweep_vae_supervise(items, cfg, weights, sweep_file)
         _log(f"sweep: the rule picks weight {sweep['chosen']:g}; "
-             f"written to {SWEEP_FILE}")
+             f"written to {sweep_file}")
         return 0
     splits = {i.obs_id: {"split": i.split, "star_id": i.star_id, "label": i.label,
                          "collection": i.collection} for i in items}
@@ -167,7 +196,7 @@ def train(argv) -> int:
     return 0
 
 
-SWEEP_FILE = PACKAGE_DIR / "benchmarks" / "vae_supervise_sweep.json"
+SWEEP_NAME = "benchmarks/vae_supervise_sweep.json"
 #: Search by example may be at most this much worse than the sweep's best
 #: weight (validation self-retrieval, mean of the noise levels).
 SELF_RETRIEVAL_SLACK = 0.02
@@ -187,7 +216,7 @@ def choose_supervision(rows, slack=SELF_RETRIEVAL_SLACK):
     return min(allowed, key=lambda r: r["val"]["logg_mae"])["weight"]
 
 
-def sweep_vae_supervise(items, cfg, weights):
+def sweep_vae_supervise(items, cfg, weights, out):
     """Train a VAE per supervision weight and pick one on validation stars.
 
     Supervision may sharpen gravity only as long as a user's copy of a
@@ -217,8 +246,9 @@ def sweep_vae_supervise(items, cfg, weights):
              f"{row['val']['self_retrieval_noise_0.05']:.3f}")
     result = {"rule": SWEEP_RULE, "slack": SELF_RETRIEVAL_SLACK,
               "chosen": choose_supervision(rows), "rows": rows}
-    SWEEP_FILE.parent.mkdir(exist_ok=True)
-    SWEEP_FILE.write_text(json.dumps(result, indent=1) + "\n")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -273,10 +303,12 @@ def export(argv) -> int:
     check ONNX against torch on held-out real spectra."""
     parser = _common(argparse.ArgumentParser(
         prog="retrspect export", description=export.__doc__))
-    parser.add_argument("--out", type=Path, default=PACKAGE_DIR,
-                        help=f"where the .onnx files go (default: {PACKAGE_DIR})")
+    parser.add_argument("--out", type=Path,
+                        help="where the .onnx files go (default: models/ of the checkout "
+                             "the command runs in)")
     parser.add_argument("--version", default="1.0.0")
     args = parser.parse_args(argv)
+    args.out = _models_dir(parser, args.out, "--out")
     import torch
     torch.set_num_threads(args.threads)
 
@@ -372,11 +404,13 @@ def analyse(argv) -> int:
     shipped ONNX files (and the checkpoints' histories and full metrics)."""
     parser = _common(argparse.ArgumentParser(
         prog="retrspect analyse", description=analyse.__doc__))
-    parser.add_argument("--models-dir", type=Path, default=PACKAGE_DIR,
-                        help=f"directory of the shipped .onnx files (default: {PACKAGE_DIR})")
+    parser.add_argument("--models-dir", type=Path,
+                        help="directory of the shipped .onnx files, where plots, cards "
+                             "and benchmarks go (default: models/ of the checkout)")
     parser.add_argument("--no-benchmark", action="store_true",
                         help="skip the ONNX Runtime vs torch timing")
     args = parser.parse_args(argv)
+    args.models_dir = _models_dir(parser, args.models_dir, "--models-dir")
     import torch
     torch.set_num_threads(args.threads)
     from models import report
@@ -394,9 +428,11 @@ def benchmark(argv) -> int:
     configurations) and write models/benchmarks/onnx_vs_torch.json."""
     parser = _common(argparse.ArgumentParser(
         prog="retrspect benchmark models", description=benchmark.__doc__))
-    parser.add_argument("--models-dir", type=Path, default=PACKAGE_DIR,
-                        help=f"directory of the shipped .onnx files (default: {PACKAGE_DIR})")
+    parser.add_argument("--models-dir", type=Path,
+                        help="directory of the shipped .onnx files; the result goes to its "
+                             "benchmarks/ (default: models/ of the checkout)")
     args = parser.parse_args(argv)
+    args.models_dir = _models_dir(parser, args.models_dir, "--models-dir")
     from models import data as D
     from models import evaluate as E
     from models import report

@@ -6,6 +6,7 @@ contract with ingest, and for science on held-out real spectra.
 """
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,11 +154,30 @@ def test_benchmark_commands_say_what_is_missing(tmp_path, capsys):
     a benchmark outside a checkout names the script it looked for."""
     from ingest import cli as ingest_cli
     from models import cli
-    from models.cli import PACKAGE_DIR
+    shipped = Path(cli.__file__).resolve().parent
     with pytest.raises(RuntimeError, match="run `retrspect train` first"):
-        cli.benchmark(["--workdir", str(tmp_path), "--models-dir", str(PACKAGE_DIR)])
+        cli.benchmark(["--workdir", str(tmp_path), "--models-dir", str(shipped)])
     assert ingest_cli.main(["benchmark", "--repo", str(tmp_path), "knn"]) == 1
     assert str(tmp_path / "tests" / "benchmarks" / "bench_knn.py") in capsys.readouterr().err
+
+
+def test_model_commands_write_to_the_checkout_never_the_installed_package(
+        tmp_path, monkeypatch, capsys):
+    """export, analyse and benchmark default to models/ of the checkout they
+    run in; outside a checkout they refuse rather than write into the
+    installed package that ingest and the server load."""
+    from models import cli
+    repo = Path(cli.__file__).resolve().parents[1]
+    assert cli.checkout_models_dir(repo / "tests") == repo / "models"
+    assert cli.checkout_models_dir(tmp_path) is None
+    monkeypatch.chdir(tmp_path)
+    for command, option in ((cli.export, "--out"), (cli.analyse, "--models-dir"),
+                            (cli.benchmark, "--models-dir")):
+        with pytest.raises(SystemExit) as stop:
+            command(["--workdir", str(tmp_path)])
+        assert stop.value.code == 2
+        assert f"not inside a retrspect checkout: give {option}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_classifier_metrics_count_errors_the_catalogue_teff_supports(items):
