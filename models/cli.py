@@ -318,18 +318,19 @@ def export(argv) -> int:
     from models import export as X
     from models import train as T
 
+    missing = [args.workdir / f"{name}.pt" for name in NAMES
+               if not (args.workdir / f"{name}.pt").exists()]
+    if missing:
+        # all or nothing: a partial export would leave models/ inconsistent
+        _log(f"no checkpoint at {', '.join(map(str, missing))}; run `retrspect train` first")
+        return 1
     items = D.load_catalogue()
     check_items = [i for i in items if i.split == "test"]
     flux, weight = E.prepared(check_items)
     report = {}
     failed = False
     for name in NAMES:
-        path = args.workdir / f"{name}.pt"
-        if not path.exists():
-            _log(f"{name}: no checkpoint at {path}; run `retrspect train` first")
-            failed = True
-            continue
-        ckpt = T.load_checkpoint(path)
+        ckpt = T.load_checkpoint(args.workdir / f"{name}.pt")
         model = ckpt["model"].eval()
         metrics = dict(ckpt["metrics"])
         extra = {}

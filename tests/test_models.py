@@ -180,6 +180,15 @@ def test_model_commands_write_to_the_checkout_never_the_installed_package(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_export_without_checkpoints_writes_nothing(tmp_path, capsys):
+    from models import cli
+    out = tmp_path / "models"
+    out.mkdir()
+    assert cli.export(["--workdir", str(tmp_path / "empty"), "--out", str(out)]) == 1
+    assert "run `retrspect train` first" in capsys.readouterr().out
+    assert list(out.iterdir()) == []
+
+
 def test_classifier_metrics_count_errors_the_catalogue_teff_supports(items):
     """A classifier that always says K: its wrong answers the catalogue Teff
     backs are exactly the non-K held-out stars whose Teff is K-like."""
