@@ -201,6 +201,8 @@ def main(argv=None):
     import argparse
 
     import torch
+
+    from models.train import load_checkpoint
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--batch", type=Path, required=True)
@@ -214,10 +216,9 @@ def main(argv=None):
     models = []
     for spec in args.models:
         name, path = spec.split("=", 1)
-        checkpoint = torch.load(args.workdir / f"{name}.pt", weights_only=False)
-        models.append((name, checkpoint["model"], path))
+        models.append((name, load_checkpoint(args.workdir / f"{name}.pt")["model"], path))
     result = benchmark(models, arrays["flux"], arrays["weight"], threads=args.threads,
-                       out=args.out, spinning=args.spinning)
+                       spinning=args.spinning)
     result["spinning"] = args.spinning
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -117,16 +117,19 @@ def _self_retrieval_text(figures):
     """The card's paragraph on search by example, if measured."""
     if not figures:
         return ""
-    parts = [f"{100 * f['first']:.1f}% at {100 * float(k.split('_')[1]):g}% noise "
-             f"(top 5: {100 * f['top5']:.1f}%)" for k, f in figures.items()]
-    first = next(iter(figures.values()))
+    def noise(key):  # "noise_0.02" -> "2%"
+        return f"{100 * float(key.split('_')[1]):g}%"
+
+    parts = [f"{100 * f['first']:.1f}% at {noise(k)} noise (top 5: {100 * f['top5']:.1f}%)"
+             for k, f in figures.items()]
+    first_key, first = next(iter(figures.items()))
     return (f"\nSearch by example (`models.evaluate.self_retrieval`): {first['copies']} user copies "
             f"of each of the {first['n_queries']} validation and test stars (served vacuum flux "
             "resampled to 1.37 A steps with relative Gaussian noise, no errors, no "
             "resolution or medium knowledge) are searched against the whole bundled "
             f"archive ({first['n_index']} spectra on the grid); the original comes back "
             f"first for {', '.join(parts)}.  A miss finds a near twin instead: at "
-            f"{100 * float(next(iter(figures)).split('_')[1]):g}% noise the spectrum it "
+            f"{noise(first_key)} noise the spectrum it "
             f"returns differs from the query by a median {_fmt(first['misses_median_abs_dteff_k'], 0)} K "
             f"in catalogue Teff and {_fmt(first['misses_median_abs_dlogg'], 2)} dex in log g.")
 
@@ -162,7 +165,6 @@ def vae_card(path, meta, checkpoint, analysis, bench, equality):
         misses.append(f"- Teff: {100 * knn['teff_median_rel_error']:.2f}% against 3%.")
     if not misses:
         misses.append("- All three kNN targets are met on the held-out MILES stars.")
-    cfg = (checkpoint or {}).get("config", {}).get("config", {})
     feh_best = max(mi[d][2] for d in range(len(mi)))
     cfg = (checkpoint or {}).get("config", {}).get("config", {})
     supervise = cfg.get("vae_supervise", 0.0)

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 
-
 def default_workdir():
     """Checkpoints go to $RETRSPECT_MODELS_WORKDIR, else the user's cache
     (``~/.cache/retrspect/models``): not under build/, which set-up wipes."""
@@ -61,6 +60,8 @@ def _models_dir(parser, value, option):
         parser.error(f"not inside a retrspect checkout: give {option} (the installed "
                      "package is not written to)")
     return found
+
+
 NAMES = ("vae", "classifier", "velocity")
 TOLERANCE = 1e-4
 
@@ -224,7 +225,6 @@ def sweep_vae_supervise(items, cfg, weights, out):
     wins a few hundredths of a dex in log g but loses search by example is
     not taken.  Test figures are recorded beside, never used to choose.
     """
-    import time
     from dataclasses import replace
 
     from models import evaluate as E
