@@ -9,7 +9,8 @@ and this logic is testable without a running import:
   re-embedding grammars: they run :mod:`ingest.pipeline` over new files (or
   spectra with stale ML results) and report what they skipped;
 * :func:`iter_sdm_rows` turns one SSA row back into the spectrum's data
-  points for the datalink service (SDM VOTable / FITS).
+  points for the datalink service (SDM VOTable / FITS), through
+  :func:`ingest.sources.spectrum_of_row`.
 
 Broken files raise :class:`ingest.spectrum.ReaderError` in the readers; they
 are reported with the file's name and reason and skipped, so the rest of the
@@ -24,10 +25,9 @@ from typing import Iterator
 import numpy as np
 from astropy import units as u
 
-from ingest import bundled
 from ingest.preprocess import vacuum_wavelength
-from ingest.readers import read_spectra
-from ingest.spectrum import ReaderError, Spectrum, estimate_snr
+from ingest.sources import served_arrays, spectrum_of_row
+from ingest.spectrum import Spectrum, estimate_snr
 
 #: accrefs (and hence publisher DIDs) are "retrspect/<obs_id>"
 ACCREF_PREFIX = "retrspect/"
@@ -111,18 +111,6 @@ def raw_row(spectrum: Spectrum, source_file: str) -> dict:
     }
 
 
-def read_source(source_path: str) -> list[Spectrum]:
-    """All spectra in one staged source file, with library metadata added.
-
-    Staged files are symlinks into the packages that ship them; reading the
-    resolved path lets :func:`ingest.bundled.enrich` recognise the library.
-    """
-    spectra = read_spectra(os.path.realpath(source_path))
-    for spectrum in spectra:
-        bundled.enrich(spectrum)
-    return spectra
-
-
 # --------------------------------------------- the RD's import grammars ----
 
 def _table_info(rd) -> dict:
@@ -180,13 +168,16 @@ def iter_import_rows(rd) -> Iterator[dict]:
 
 def stale_condition(model_ids: dict[str, str], ml: str = "ml") -> str:
     """SQL that is true for ML rows not made by exactly these models, or
-    written before "no answer" was stored as NULL instead of NaN."""
+    written before "no answer" was stored as NULL instead of NaN, or before
+    the grid coverage was recorded."""
     column = {"vae": "latent_model", "classifier": "class_model",
               "velocity": "velocity_model"}
     parts = [f"{ml}.{column[kind]} IS DISTINCT FROM {_sql_literal(model_id)}"
              for kind, model_id in sorted(model_ids.items())]
     if parts:
         parts += [f"{ml}.{name} = 'NaN'" for name in ("anomaly", "redshift")]
+    if "vae" in model_ids:
+        parts.append(f"{ml}.grid_coverage IS NULL")
     return " OR ".join(parts) or "FALSE"
 
 
@@ -253,28 +244,13 @@ def iter_reembed_rows(rd) -> Iterator[dict]:
     _finish(summary)
 
 
-def sdm_arrays(spectrum: Spectrum) -> dict[str, np.ndarray]:
-    """Vacuum wavelength (A), flux and its error as served; masked pixels NaN."""
-    wave = vacuum_wavelength(spectrum).to_value(u.AA)
-    flux = np.array(spectrum.flux.value, dtype=float)
-    flux[spectrum.mask] = np.nan
-    if spectrum.ivar is None:
-        error = np.full_like(flux, np.nan)
-    else:
-        with np.errstate(divide="ignore"):
-            error = np.where(spectrum.ivar > 0, 1.0 / np.sqrt(spectrum.ivar),
-                             np.nan)
-        error[spectrum.mask] = np.nan
-    return {"spectral": wave, "flux": flux, "flux_error": error}
-
-
 def iter_sdm_rows(ssa_row: dict, inputs_dir: str | None = None
                   ) -> Iterator[dict]:
     """Data points of the spectrum an SSA row describes (for datalink)."""
-    inputs_dir = inputs_dir or _inputs_dir()
-    path = os.path.join(inputs_dir, ssa_row["source_file"])
-    spectra = read_source(path)
-    arrays = sdm_arrays(spectra[ssa_row["source_index"]])
+    spectrum = spectrum_of_row(inputs_dir or _inputs_dir(),
+                               ssa_row["source_file"], ssa_row["source_index"],
+                               ssa_row["obs_id"])
+    arrays = served_arrays(spectrum)
     for spectral, flux, error in zip(arrays["spectral"], arrays["flux"],
                                      arrays["flux_error"]):
         yield {"spectral": float(spectral),

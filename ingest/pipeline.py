@@ -24,6 +24,7 @@ import numpy as np
 
 from ingest import dachs_import
 from ingest.infer import default_threads
+from ingest.sources import read_source
 from ingest.spectrum import ReaderError
 
 #: speed of light, km/s (velocities are c*z, the non-relativistic convention
@@ -133,29 +134,52 @@ def _value(x) -> float | None:
 
 
 def ml_columns(models, outputs: dict, i: int) -> dict:
-    """The ``ml_results`` columns of the i-th spectrum of a batch."""
+    """The ``ml_results`` columns of the i-th spectrum of a batch.
+
+    A model whose grid the spectrum covers less than
+    :data:`ingest.preprocess.MIN_GRID_COVERAGE` of gives no answer: its
+    output columns are NULL (no latent, so no neighbours made of padding),
+    and its model column still names it, so re-embedding knows the spectrum
+    was seen.
+    """
+    from ingest.preprocess import MIN_GRID_COVERAGE
+
+    def answered(kind: str) -> bool:
+        return outputs[kind]["grid_coverage"][i] >= MIN_GRID_COVERAGE
+
     row = {}
     if "vae" in outputs:
         vae, out = models.models["vae"], outputs["vae"]
-        row.update(
-            latent=[float(v) for v in out["latent_mean"][i]],
-            latent_sigma=[float(v) for v in np.exp(0.5 * out["latent_logvar"][i])],
-            anomaly=_value(out["anomaly"][i]),
-            latent_model=vae.model_id)
+        row.update(latent_model=vae.model_id,
+                   grid_coverage=float(out["grid_coverage"][i]),
+                   latent=None, latent_sigma=None, anomaly=None)
+        if answered("vae"):
+            row.update(
+                latent=[float(v) for v in out["latent_mean"][i]],
+                latent_sigma=[float(v)
+                              for v in np.exp(0.5 * out["latent_logvar"][i])],
+                anomaly=_value(out["anomaly"][i]))
     if "classifier" in outputs:
         classifier, out = models.models["classifier"], outputs["classifier"]
-        probabilities = out["probabilities"][i]
-        best = int(np.argmax(probabilities))
-        row.update(
-            ml_class=classifier.labels[best],
-            class_probability=float(probabilities[best]),
-            class_uncertainty=float(out["uncertainty"][i]),
-            class_model=classifier.model_id,
-            **{f"p_{label.lower()}": float(p)
-               for label, p in zip(classifier.labels, probabilities)})
+        row.update(class_model=classifier.model_id, ml_class=None,
+                   class_probability=None, class_uncertainty=None,
+                   **{f"p_{label.lower()}": None
+                      for label in classifier.labels})
+        if answered("classifier"):
+            probabilities = out["probabilities"][i]
+            best = int(np.argmax(probabilities))
+            row.update(
+                ml_class=classifier.labels[best],
+                class_probability=float(probabilities[best]),
+                class_uncertainty=float(out["uncertainty"][i]),
+                **{f"p_{label.lower()}": float(p)
+                   for label, p in zip(classifier.labels, probabilities)})
     if "velocity" in outputs:
         velocity, out = models.models["velocity"], outputs["velocity"]
-        z, z_err = _value(out["redshift"][i]), _value(out["redshift_error"][i])
+        z = z_err = None
+        if answered("velocity"):
+            z = _value(out["redshift"][i])
+            z_err = _value(out["redshift_error"][i])
         row.update(redshift=z, redshift_err=z_err,
                    velocity=None if z is None else C_KMS * z,
                    velocity_err=None if z_err is None else C_KMS * z_err,
@@ -169,7 +193,9 @@ def infer_batch(spectra, models, batch_size: int = 256,
 
     Each spectrum is put on each distinct model grid once (the same
     :func:`ingest.preprocess.prepare_batch` training uses), then the models
-    run in batches.  Ingest and search by example both come through here.
+    run in batches.  Besides its own outputs each kind gets
+    ``grid_coverage``, the fraction of its grid each spectrum covers.
+    Ingest and search by example both come through here.
     """
     from ingest import preprocess
 
@@ -190,8 +216,12 @@ def infer_batch(spectra, models, batch_size: int = 256,
             for name, array in values.items():
                 outputs.setdefault(kind, {}).setdefault(name, []).append(array)
     seconds["infer"] += time.perf_counter() - start
-    return {kind: {name: np.concatenate(arrays)
-                   for name, arrays in values.items()}
+    coverage = {key: preprocess.grid_coverage(weight)
+                for key, (_, weight) in prepared.items()}
+    return {kind: {**{name: np.concatenate(arrays)
+                      for name, arrays in values.items()},
+                   "grid_coverage":
+                       coverage[models.models[kind].grid.to_json()]}
             for kind, values in outputs.items()}
 
 
@@ -204,7 +234,7 @@ def process_chunk(paths: list[str], inputs_dir: str,
     for path in paths:
         source_file = os.path.relpath(path, inputs_dir)
         try:
-            found = dachs_import.read_source(path)
+            found = read_source(path)
         except ReaderError as err:
             skipped.append((source_file, err.reason))
             continue

@@ -35,11 +35,14 @@ from astropy import units as u
 __all__ = [
     "CLIP",
     "MIN_COVERAGE",
+    "MIN_GRID_COVERAGE",
+    "coverage_shortfall",
     "MODEL_GRID",
     "NORMALISATION",
     "Grid",
     "air_to_vacuum",
     "gaussian_blur",
+    "grid_coverage",
     "normalise",
     "prepare",
     "prepare_arrays",
@@ -193,6 +196,11 @@ class Grid:
         """Pixel width in km/s."""
         return C_KMS * math.log(10.0) * self.loglam_step
 
+    def describe(self) -> str:
+        """The grid's range as people read it, e.g. "3600-7400 A (vacuum)"."""
+        wave = self.wavelength
+        return f"{wave[0]:.0f}-{wave[-1]:.0f} A (vacuum)"
+
     def to_json(self) -> str:
         """The grid as a JSON object (what ONNX metadata carries)."""
         return json.dumps(asdict(self), sort_keys=True)
@@ -222,6 +230,38 @@ class Grid:
 #: blurred to R = 2000 when a spectrum is sharper.  Ingest prepares each
 #: spectrum once for all models.
 MODEL_GRID = Grid.spanning(3600.0, 7400.0, 2048, resolving_power=2000.0)
+
+#: A spectrum gets model outputs (latent, class, velocity, anomaly) only when
+#: its good pixels cover at least this fraction of a model's grid.  Below it
+#: a model would answer from padding: spectra that miss the grid entirely
+#: all get the same latent.  The VAE's training cuts spectra down to about
+#: 37% of the grid (``models.data.random_observation``), so half the grid is
+#: inside what it learned; a SODA cutout of 80% of the grid is embedded.
+MIN_GRID_COVERAGE = 0.5
+
+
+def grid_coverage(weight: np.ndarray) -> np.ndarray:
+    """Fraction of the grid's pixels a prepared spectrum covers (weight > 0).
+
+    Parameters
+    ----------
+    weight : ndarray, shape (..., npix)
+        Weights from :func:`prepare` or :func:`prepare_batch`.
+
+    Returns
+    -------
+    ndarray, shape (...)
+    """
+    return np.mean(np.asarray(weight) > 0, axis=-1)
+
+
+def coverage_shortfall(what: str, coverage: float, grid: Grid) -> str | None:
+    """Why ``what`` gets no model outputs on ``grid``, or None if it does."""
+    if coverage >= MIN_GRID_COVERAGE:
+        return None
+    return (f"{what} covers {coverage:.0%} of the {grid.describe()} model "
+            f"grid; at least {MIN_GRID_COVERAGE:.0%} is needed for a latent "
+            "vector, so it has no neighbours")
 
 
 

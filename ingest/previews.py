@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ingest.dachs_import import read_source, sdm_arrays
+from ingest.sources import read_source, served_arrays
 from ingest.spectrum import ReaderError
 
 
@@ -36,7 +36,7 @@ def _canvas():
 def plot_preview(spectrum, path: Path) -> None:
     """Write a small PNG of one spectrum (vacuum wavelength vs. flux)."""
     fig, ax, line = _canvas()
-    arrays = sdm_arrays(spectrum)
+    arrays = served_arrays(spectrum)
     line.set_data(arrays["spectral"], arrays["flux"])
     meta = spectrum.meta
     ax.set_title(f"{meta.get('collection')} {meta.get('target_name') or ''}"

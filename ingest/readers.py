@@ -503,10 +503,16 @@ def header_meta(info, path, index=0, count=1):
     """
     ra, dec = header_position(info)
     resolving_power = info.number("SPEC_RES")
-    # ESO's SPEC_RES is a resolving power; a value below 100 would be a
-    # resolution in wavelength units and is not used.
+    # ESO's SPEC_RES is a resolving power.  A value below 100 is a
+    # resolution in the spectral unit, as in the Spectrum data model's FITS
+    # serialisation (DaCHS's SDM FITS), where SPEC_VAL is the characteristic
+    # wavelength in the same unit: their ratio is the resolving power.
     if resolving_power is not None and resolving_power < 100:
-        resolving_power = None
+        centre = info.number("SPEC_VAL")
+        resolving_power = (centre / resolving_power
+                           if centre and resolving_power > 0 else None)
+        if resolving_power is not None and resolving_power < 100:
+            resolving_power = None
     return empty_meta(
         obs_id=make_obs_id(stem(path), index if count > 1 else None),
         target_name=info.text("OBJECT", "OBJNAME", "TARGNAME", "OBJ_NAME"),
@@ -580,7 +586,8 @@ def build_spectrum(path, wavelength, flux, *, medium, meta, index=0,
         Inverse variance in ``flux.unit**-2``; NaN counts as unknown (0).
     error : array-like or Quantity, shape (N,), optional
         1-sigma error; converted to ``ivar``.  Zero, negative (popler's "no
-        information") or NaN errors give ivar 0.
+        information") or NaN errors give ivar 0; a column without a single
+        usable error counts as absent (ivar None).
     bad : array-like of bool, shape (N,), optional
         Pixels the file flags.
 
@@ -609,8 +616,11 @@ def build_spectrum(path, wavelength, flux, *, medium, meta, index=0,
                 error = error.value
         error = np.asarray(error, dtype=float)
         usable = np.isfinite(error) & (error > 0)
-        ivar = np.zeros_like(error)
-        ivar[usable] = 1.0 / error[usable] ** 2
+        if np.any(usable):
+            ivar = np.zeros_like(error)
+            ivar[usable] = 1.0 / error[usable] ** 2
+        # else: an error column with no value at all is no error column
+        # (DaCHS serves unknown errors as NULL/NaN in SDM VOTable and FITS)
     if ivar is not None:
         ivar = np.asarray(ivar, dtype=float)
         ivar = np.where(np.isfinite(ivar), ivar, 0.0)
@@ -807,25 +817,34 @@ class FitsSource:
 
 @dataclass
 class VOTableSource:
-    """A parsed VOTable file."""
+    """A parsed VOTable file, and the IDs (or names) of its null PARAMs."""
 
     path: Path
     votable: object
+    null_params: frozenset = frozenset()
 
 
 def _container(path):
     """'fits', 'votable' or 'csv', judged from the first bytes of the file
     (decompressed when it is gzip)."""
     with _Stream(path, MAX_INPUT_BYTES) as stream:
-        head = stream.read(4096)
+        head = stream.read(16384)
     if not head:
         raise ReaderError(path, "empty file")
     if head.startswith(b"SIMPLE  ="):
         return "fits"
     if head.lstrip().startswith(b"<") and b"<VOTABLE" in head.upper():
         return "votable"
-    if _CSV_HEADER.search(_text_head(head)):
+    text = _text_head(head)
+    if _CSV_HEADER.search(text) or _DACHS_SPECTRAL_UNIT.search(text):
         return "csv"
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if _NUMBERS_ONLY.match(first):
+        raise ReaderError(path, "a table of numbers without a header, so its "
+                          "columns and units are unknown: add a header such "
+                          "as 'wavelength [Angstrom], flux', or take the "
+                          "spectrum as VOTable, FITS or CSV (FORMAT="
+                          "text/csv), which state them")
     raise ReaderError(path, "not a FITS file, VOTable, or CSV table with a "
                       "'wavelength [unit]' header (starts with "
                       f"{head[:24]!r})")
@@ -1077,7 +1096,7 @@ def _check_xml(path, data):
     """
     parser = expat.ParserCreate()
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    state = {"depth": 0, "tables": []}
+    state = {"depth": 0, "tables": [], "null_params": set()}
 
     def refuse(reason):
         raise _XMLRefused(reason)
@@ -1103,6 +1122,8 @@ def _check_xml(path, data):
         if tag == "TABLE":
             nrows = attrs.get("nrows", "").strip()
             state["tables"].append([int(nrows) if nrows.isdigit() else 0, 0, 0])
+        if tag == "PARAM" and not attrs.get("value", "").strip():
+            state["null_params"].add(attrs.get("ID") or attrs.get("name"))
         if tag in ("FIELD", "PARAM"):
             cells = _cells(attrs.get("arraysize"))
             if cells > MAX_TABLE_ELEMENTS:
@@ -1138,6 +1159,7 @@ def _check_xml(path, data):
         raise ReaderError(path, str(refused)) from None
     except (ExpatError, LookupError) as exc:
         raise ReaderError(path, f"not a readable VOTable: {exc}") from exc
+    return state["null_params"]
 
 
 @contextmanager
@@ -1158,7 +1180,7 @@ def open_votable(path):
     """
     with _Stream(path, MAX_TEXT_BYTES) as stream:
         data = stream.read_all()
-    _check_xml(path, data)
+    null_params = _check_xml(path, data)
     try:
         with warnings.catch_warnings():
             # verify="ignore" silences conformance warnings; what is left
@@ -1168,7 +1190,7 @@ def open_votable(path):
     except _OPEN_ERRORS as exc:
         raise ReaderError(path, "not a readable VOTable: "
                           f"{_describe_error(exc)}") from exc
-    yield VOTableSource(Path(path), table)
+    yield VOTableSource(Path(path), table, null_params)
 
 
 # --------------------------------------------------------------------------
@@ -1188,6 +1210,13 @@ class TextSource:
 _CSV_HEADER = re.compile(
     r"^\s*(wave\w*|lambda|wl)\s*[\[(][^\])]+[\])]", re.I | re.M)
 _CSV_COLUMN = re.compile(r"^\s*([A-Za-z_]\w*)\s*(?:[\[(]\s*(.*?)\s*[\])])?\s*$")
+#: DaCHS's CSV of an SSAP spectrum states its metadata in comment lines
+#: ``# key = value // description``; the spectral unit among them
+_DACHS_COMMENT = re.compile(r"^(\w+) = (.*?)(?: // .*)?$")
+_DACHS_SPECTRAL_UNIT = re.compile(r"^# ssa_spectralunit = \S", re.M)
+#: a line of numbers only (a header-less table, e.g. DaCHS's text/plain)
+_NUMBERS_ONLY = re.compile(r"^\s*[-+0-9.eE]+([\s,;]+([-+0-9.eE]+|N/A|nan))+\s*$",
+                           re.I)
 
 
 def _text_head(head):
@@ -1242,13 +1271,37 @@ def _sniff_csv(source):
     return isinstance(source, TextSource)
 
 
+def _dachs_params(comments):
+    """``key -> value`` of DaCHS's metadata comments (``key = value //
+    description``), empty values left out."""
+    params = {}
+    for comment in comments:
+        match = _DACHS_COMMENT.match(comment)
+        if match and match.group(2).strip():
+            params[match.group(1).lower()] = match.group(2).strip()
+    return params
+
+
+def _dachs_number(params, key):
+    try:
+        value = float(params[key])
+    except (KeyError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
 def _read_csv(source):
     """wavelength [unit], flux [unit] and optional error [unit] columns.
 
     Units must be given in the header (``wavelength [Angstrom]``); a comment
-    line ``# medium: air`` marks air wavelengths (vacuum otherwise).
+    line ``# medium: air`` marks air wavelengths (vacuum otherwise).  The
+    CSV an SSAP service made with DaCHS serves (columns ``spectral, flux,
+    flux_error``) gives them in its metadata comments instead:
+    ``ssa_spectralunit``, ``ssa_fluxunit``, ``ssa_spectralucd`` (em.wl;obs.atmos
+    for air) and the resolution ``ssa_specres`` at ``ssa_specmid`` (metres).
     """
     path, table = source.path, source.table
+    dachs = _dachs_params(source.comments)
     columns = {}
     for name in table.colnames:
         match = _CSV_COLUMN.match(name)
@@ -1257,9 +1310,16 @@ def _read_csv(source):
                                     "write e.g. 'wavelength [Angstrom]'")
         label, unit_text = match.group(1).lower(), match.group(2)
         role = ("wavelength" if label.startswith(("wave", "lambda", "wl"))
-                else "flux" if label.startswith("flux")
-                else "error" if label.startswith(("err", "sigma", "unc"))
+                or (label == "spectral" and "ssa_spectralunit" in dachs)
+                else "flux" if label.startswith("flux") and
+                not label.startswith("flux_err")
+                else "error" if label.startswith(("err", "sigma", "unc",
+                                                  "flux_err"))
                 else None)
+        if role == "wavelength" and unit_text is None:
+            unit_text = dachs.get("ssa_spectralunit")
+        if role == "flux" and unit_text is None:
+            unit_text = dachs.get("ssa_fluxunit")
         if role and role not in columns:
             columns[role] = (name, unit_text)
     for role in ("wavelength", "flux"):
@@ -1275,16 +1335,27 @@ def _read_csv(source):
     flux_name, flux_unit_text = columns["flux"]
     flux_unit = parse_unit(flux_unit_text) or u.dimensionless_unscaled
     try:
-        wavelength = np.asarray(table[name], dtype=float) * wave_unit
-        flux = np.asarray(table[flux_name], dtype=float) * flux_unit
-        error = (np.asarray(table[columns["error"][0]], dtype=float)
+        wavelength = np.ma.filled(np.ma.asarray(table[name], dtype=float),
+                                  np.nan) * wave_unit
+        flux = np.ma.filled(np.ma.asarray(table[flux_name], dtype=float),
+                            np.nan) * flux_unit
+        error = (np.ma.filled(np.ma.asarray(table[columns["error"][0]],
+                                            dtype=float), np.nan)
                  if "error" in columns else None)
     except (TypeError, ValueError) as exc:
         raise ReaderError(path, f"non-numeric values in the CSV: {exc}") from exc
-    medium = "air" if any(re.match(r"medium\s*[:=]\s*air", c, re.I)
-                          for c in source.comments) else "vacuum"
-    meta = empty_meta(obs_id=make_obs_id(stem(path)))
-    return [build_spectrum(path, wavelength, flux, medium=medium, meta=meta,
+    air = (any(re.match(r"medium\s*[:=]\s*air", c, re.I)
+               for c in source.comments)
+           or "obs.atmos" in dachs.get("ssa_spectralucd", "").lower())
+    meta = empty_meta(obs_id=make_obs_id(stem(path)),
+                      target_name=dachs.get("ssa_targname"),
+                      collection=dachs.get("ssa_collection"))
+    resolution = _dachs_number(dachs, "ssa_specres")
+    centre = _dachs_number(dachs, "ssa_specmid")
+    if resolution and centre and resolution > 0:
+        meta["resolving_power"] = centre / resolution
+    return [build_spectrum(path, wavelength, flux,
+                           medium="air" if air else "vacuum", meta=meta,
                            error=error)]
 
 
@@ -1999,6 +2070,8 @@ _SDM_PARAMS = {
     "char.spatialaxis.coverage.location.value": "position",
     "char.timeaxis.coverage.location.value": "date_obs",
     "char.spectralaxis.respower": "resolving_power",
+    "char.spectralaxis.resolution": "resolution",
+    "char.spectralaxis.coverage.location.value": "spectral_location",
     "dataid.instrument": "instrument",
     "dataid.collection": "collection",
 }
@@ -2010,17 +2083,47 @@ def _sdm_key(utype):
     return text[len("spectrum."):] if text.startswith("spectrum.") else text
 
 
-def _sdm_meta(params, path, index, count):
+def _param_value(param, null_params):
+    """A PARAM's value, or None when it is null (``value=""``, which
+    astropy gives as None, a masked value, or zeros for arrays)."""
+    value = param.value
+    if (param.ID or param.name) in null_params or value is None or np.all(np.ma.getmaskarray(value)):
+        return None
+    if isinstance(value, (str, bytes)):
+        return value if value.strip() else None
+    return np.ma.filled(value, np.nan) if np.ma.isMaskedArray(value) else value
+
+
+def _param_length(param, value):
+    """A spectral-axis PARAM (Resolution, Coverage.Location) in Angstrom."""
+    unit = parse_unit(param.unit) if param.unit else u.AA
+    if unit is None or unit.physical_type != "length":
+        return None
+    number = float(value)
+    return (number * unit).to_value(u.AA) if np.isfinite(number) else None
+
+
+def _sdm_meta(params, path, index, count, null_params=frozenset()):
+    """Standard metadata from an SDM VOTable's PARAMs (null ones ignored).
+
+    The resolving power is the SDM's ``Char.SpectralAxis.ResPower``, or else
+    its ``Resolution`` (a wavelength width) divided into the spectral
+    ``Coverage.Location`` (what SSAP services such as DaCHS serve).
+    """
     meta = empty_meta(obs_id=make_obs_id(stem(path), index if count > 1 else None))
+    lengths = {}
     for param in params:
         key = _SDM_PARAMS.get(_sdm_key(param.utype))
-        if key is None:
+        value = None if key is None else _param_value(param, null_params)
+        if value is None:
             continue
-        value = param.value
         if key == "position":
             values = np.ravel(np.asarray(value, dtype=float))
             if values.size == 2 and np.all(np.isfinite(values)):
                 meta["ra"], meta["dec"] = float(values[0]), float(values[1])
+        elif key in ("resolution", "spectral_location"):
+            if np.size(value) == 1:
+                lengths[key] = _param_length(param, value)
         elif key in ("redshift", "resolving_power", "date_obs"):
             number = float(value) if np.size(value) == 1 else None
             meta[key] = number if number is not None and np.isfinite(number) else None
@@ -2028,6 +2131,10 @@ def _sdm_meta(params, path, index, count):
             meta[key] = object_class(value)
         else:
             meta[key] = str(value).strip() or None
+    if meta["resolving_power"] is None and lengths.get("resolution") \
+            and lengths.get("spectral_location"):
+        meta["resolving_power"] = (lengths["spectral_location"]
+                                   / lengths["resolution"])
     return meta
 
 
@@ -2101,7 +2208,8 @@ def _read_votable(source):
         spectra.append(build_spectrum(
             source.path, column("wave") * wave_unit, column("flux") * flux_unit,
             medium=medium, index=position,
-            meta=_sdm_meta(params, source.path, position, len(found)),
+            meta=_sdm_meta(params, source.path, position, len(found),
+                           source.null_params),
             ivar=column("ivar"), error=error,
             bad=None if quality is None else quality != 0))
     return spectra

@@ -140,7 +140,14 @@
       ucd="src.class.struct" tablehead="Latent" verbLevel="15"
       description="Mean of the spectrum's encoding in the VAE's latent
         space; use the gavo_ distance functions on it for similarity
-        search."/>
+        search.  NULL when the spectrum covers less than half of the
+        models' grid (see grid_coverage)."/>
+    <column name="grid_coverage" type="real"
+      ucd="stat.fit.param" tablehead="Grid cov." verbLevel="15"
+      description="Fraction of the models' wavelength grid (3600-7400
+        Angstrom, vacuum) that the spectrum's good pixels cover.  Below
+        0.5 the models give no answer: latent, class, redshift and anomaly
+        are NULL, since they would be made from padding."/>
     <column name="latent_sigma" type="real[32]"
       ucd="stat.stdev" tablehead="Latent sigma" verbLevel="25"
       description="Standard deviation of the latent encoding, per

@@ -11,7 +11,7 @@ import pytest
 from astropy import units as u
 from astropy.io.votable import parse_single_table
 
-from ingest.dachs_import import read_source, sdm_arrays
+from ingest.sources import read_source, served_arrays
 from ingest.bundled import bundled_sources
 from vo_services.client import nearest_spectra
 
@@ -28,7 +28,7 @@ def miles_file() -> Path:
 def resampled_csv(miles_file, tmp_path_factory) -> Path:
     """The archive spectrum, resampled onto another grid with 2% noise and
     written as a CSV with units: what a user might have of the same star."""
-    arrays = sdm_arrays(read_source(str(miles_file))[0])
+    arrays = served_arrays(read_source(str(miles_file))[0])
     rng = np.random.default_rng(42)
     wave = np.arange(3600.0, 7350.0, 1.37)
     good = np.isfinite(arrays["flux"])
@@ -49,7 +49,7 @@ def test_resampled_noisy_csv_finds_its_original_first(base_url, resampled_csv):
 
 
 def test_arrays_upload_finds_its_original_first(base_url, miles_file):
-    arrays = sdm_arrays(read_source(str(miles_file))[0])
+    arrays = served_arrays(read_source(str(miles_file))[0])
     good = np.isfinite(arrays["flux"])
     result = nearest_spectra(base_url, (arrays["spectral"][good] * u.AA,
                                         arrays["flux"][good]), k=3)

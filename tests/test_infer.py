@@ -81,7 +81,7 @@ def test_chunk_values_equal_direct_onnx(model_dir, stelib_files, tmp_path):
     assert [name for name, _ in result.skipped] == [str(broken)[1:]]
     assert len(result.rows) == 4
 
-    from ingest.dachs_import import read_source
+    from ingest.sources import read_source
     spectra = [s for f in stelib_files[:4] for s in read_source(f)]
     flux, weight = preprocess.prepare_batch(spectra, TEST_GRID)
     paths = {p.name.split("-")[0]: p for p in model_dir.glob("*.onnx")}

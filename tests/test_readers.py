@@ -303,6 +303,99 @@ def test_sdm_votable_round_trip(tmp_path, with_utypes):
     assert (again.meta["ra"], again.meta["dec"]) == (10.5, -20.25)
 
 
+def test_sdm_votable_with_null_params_as_dachs_serves_it(tmp_path):
+    """Issue 11: DaCHS writes unknown PARAMs as value="" (astropy reads an
+    empty double[2] as [0, 0]) and unknown errors as empty cells; the
+    resolving power comes from Resolution and Coverage.Location (metres)."""
+    rows = "".join(f"<TR><TD>{4000 + i}</TD><TD>{1 + 0.01 * (i % 7)}</TD>"
+                   "<TD></TD></TR>" for i in range(200))
+    path = tmp_path / "getdata.vot"
+    path.write_text(
+        '<?xml version="1.0"?><VOTABLE version="1.4" '
+        'xmlns="http://www.ivoa.net/xml/VOTable/v1.3"><RESOURCE>'
+        '<TABLE utype="spec:Spectrum">'
+        '<PARAM datatype="float" name="ssa_redshift" value="" '
+        'utype="spec:Spectrum.Target.Redshift"/>'
+        '<PARAM arraysize="2" datatype="double" name="ssa_location" unit="deg" '
+        'value="" utype="spec:Spectrum.Char.SpatialAxis.Coverage.Location.Value"/>'
+        '<PARAM datatype="float" name="ssa_specmid" unit="m" value="4.1e-07" '
+        'utype="spec:Spectrum.Char.SpectralAxis.Coverage.Location.Value"/>'
+        '<PARAM datatype="float" name="ssa_specres" unit="m" value="2.05e-10" '
+        'utype="spec:Spectrum.Char.SpectralAxis.Resolution"/>'
+        '<PARAM arraysize="*" datatype="char" name="ssa_targname" value="HD 1" '
+        'utype="spec:Spectrum.Target.Name"/>'
+        '<FIELD datatype="double" name="spectral" ucd="em.wl" unit="Angstrom" '
+        'utype="spec:Spectrum.Data.SpectralAxis.Value"/>'
+        '<FIELD datatype="double" name="flux" '
+        'utype="spec:Spectrum.Data.FluxAxis.Value"/>'
+        '<FIELD datatype="double" name="flux_error" '
+        'utype="spec:Spectrum.Data.FluxAxis.Accuracy.StatError"/>'
+        f'<DATA><TABLEDATA>{rows}</TABLEDATA></DATA></TABLE></RESOURCE>'
+        '</VOTABLE>')
+    spectrum = read_one(path)
+    assert spectrum.good.sum() == 200
+    assert spectrum.ivar is None  # no error known at all: no error column
+    assert (spectrum.meta["ra"], spectrum.meta["dec"]) == (None, None)
+    assert spectrum.meta["redshift"] is None
+    assert spectrum.meta["target_name"] == "HD 1"
+    assert spectrum.meta["resolving_power"] == pytest.approx(2000.0, rel=1e-6)
+    assert spectrum.medium == "vacuum"
+
+
+def test_dachs_csv_states_units_in_comments(tmp_path):
+    """The CSV DaCHS serves: units, medium and resolution in comments, a
+    header without units, empty cells for unknown values."""
+    lines = ["# accref = http://example.org/getproduct/x // Access key",
+             "# ssa_specmid = 5.0e-07 // Midpoint",
+             "# ssa_spectralucd = em.wl;obs.atmos // UCD of the spectral column",
+             "# ssa_spectralunit = nm // Unit of the spectral column",
+             "# ssa_fluxunit = erg.s**-1.cm**-2.Angstrom**-1 // Unit",
+             "# ssa_specres = 2.5e-10 // Resolution",
+             "spectral,flux,flux_error"]
+    lines += [f"{400 + 0.1 * i},{2 + (i % 3)},{'' if i % 2 else 0.1}"
+              for i in range(300)]
+    path = tmp_path / "served.csv"
+    path.write_text("\n".join(lines) + "\n")
+    spectrum = read_one(path)
+    assert spectrum.wavelength[0].to_value(u.AA) == pytest.approx(4000.0)
+    assert spectrum.flux.unit == u.erg / (u.s * u.cm**2 * u.AA)
+    assert spectrum.medium == "air"
+    assert spectrum.meta["resolving_power"] == pytest.approx(2000.0)
+    # every second error is unknown: those pixels are masked, not the rest
+    assert spectrum.good.sum() == 150
+
+
+def test_headerless_table_is_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "sdm.txt"
+    path.write_text("".join(f"{4000 + i}\t{1.0 + i % 3}\tN/A\n"
+                            for i in range(100)))
+    assert_reader_error(path, "a table of numbers without a header")
+
+
+def test_sdm_fits_resolution_from_spec_res_and_spec_val(tmp_path):
+    """DaCHS's SDM FITS: SPEC_RES is a resolution and SPEC_VAL the centre,
+    both in metres; ESO's SPEC_RES (a resolving power) is unaffected."""
+    wave = np.linspace(4000.0, 6000.0, 500)
+    columns = [fits.Column(name="spectral", format="D", array=wave,
+                           unit="Angstrom"),
+               fits.Column(name="flux", format="D", array=np.ones(500) + wave
+                           * 1e-4),
+               fits.Column(name="flux_error", format="D",
+                           array=np.full(500, np.nan))]
+    table = fits.BinTableHDU.from_columns(columns)
+    table.header.update({"TUTYP1": "spec:spectrum.data.spectralaxis.value",
+                         "TUTYP2": "spec:spectrum.data.fluxaxis.value",
+                         "TUTYP3": "spec:spectrum.data.fluxaxis.accuracy."
+                                   "staterror",
+                         "SPEC_VAL": 5.0e-7, "SPEC_RES": 2.5e-10,
+                         "VOCLASS": "Spectrum-1.0"})
+    path = tmp_path / "sdm.fits"
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
+    spectrum = read_one(path)
+    assert spectrum.meta["resolving_power"] == pytest.approx(2000.0)
+    assert spectrum.good.sum() == 500 and spectrum.ivar is None
+
+
 # --------------------------------------------------------------------------
 # SDSS spec-lite and LAMOST fixtures, from their data models
 # --------------------------------------------------------------------------

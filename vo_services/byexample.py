@@ -14,11 +14,9 @@ import base64
 import io
 import os
 import tempfile
-from functools import lru_cache
-
 import numpy as np
 
-from vo_services.similarity import latent_column, vector_sql
+from vo_services.similarity import latent_column, table_models, vector_sql
 
 #: uploads larger than this are refused before they are parsed (DaCHS
 #: itself refuses request bodies beyond its [web]maxUploadSize with a 413)
@@ -31,19 +29,14 @@ class UploadError(ValueError):
     """An upload that cannot be searched with; the message says why."""
 
 
-@lru_cache(maxsize=1)
-def _models():
-    """The shipped models, loaded once per server process."""
-    from ingest.infer import ModelSet
-    from ingest.pipeline import IngestOptions
-    column = latent_column()
-    return ModelSet.load(IngestOptions.from_environment().model_dir,
-                         latent_dim=column.dim, latent_metric=column.metric)
-
-
 def encode_upload(data: bytes, filename: str = "upload"):
-    """(spectrum, latent) of the first spectrum in an uploaded file."""
+    """(spectrum, latent) of the first spectrum in an uploaded file.
+
+    A spectrum that covers too little of the model grid is refused with a
+    message that says how much it covers, as ingest gives it no latent.
+    """
     from ingest.pipeline import infer_batch
+    from ingest.preprocess import coverage_shortfall
     from ingest.readers import read_spectra
     from ingest.spectrum import ReaderError
 
@@ -63,30 +56,42 @@ def encode_upload(data: bytes, filename: str = "upload"):
         except ReaderError as err:
             raise UploadError(f"{filename}: {err.reason}") from None
     spectrum = spectra[0]
-    models = _models()
+    models = table_models()
     if "vae" not in models.models:
         raise UploadError("this archive has no encoder model installed")
-    outputs = infer_batch([spectrum], models)
-    return spectrum, outputs["vae"]["latent_mean"][0]
+    outputs = infer_batch([spectrum], models)["vae"]
+    refusal = coverage_shortfall(f"{filename}: the spectrum",
+                                 float(outputs["grid_coverage"][0]),
+                                 models.models["vae"].grid)
+    if refusal:
+        raise UploadError(refusal)
+    return spectrum, outputs["latent_mean"][0]
 
 
 def archive_spectrum(identifier: str):
     """(spectrum, latent) of an archive spectrum named by pubDID or obs_id."""
     from gavo import base
-    from ingest.dachs_import import read_source
-    from vo_services.similarity import lookup_latent
+    from vo_services.similarity import NoLatentError, lookup_latent
 
-    latent = lookup_latent(identifier)
-    if latent is None:
-        raise UploadError(f"no spectrum {identifier!r} with a latent vector "
-                          "in this archive")
+    try:
+        latent = lookup_latent(identifier)
+    except NoLatentError as err:
+        raise UploadError(str(err)) from None
     with base.getTableConn() as conn:
-        source_file, index = list(conn.query(
-            "SELECT source_file, source_index FROM retrspect.raw_data "
-            "WHERE ssa_pubdid = %(id)s OR obs_id = %(id)s LIMIT 1",
-            {"id": identifier}))[0]
-    path = os.path.join(base.getConfig("inputsDir"), source_file)
-    return read_source(path)[index], np.asarray(latent)
+        row = next(conn.queryToDicts(
+            "SELECT obs_id, source_file, source_index FROM retrspect.raw_data"
+            " WHERE ssa_pubdid = %(id)s OR obs_id = %(id)s LIMIT 1",
+            {"id": identifier}))
+    return row_spectrum(row), np.asarray(latent)
+
+
+def row_spectrum(row: dict):
+    """The spectrum of a spectra-table row (obs_id, source_file,
+    source_index), through the one mapping ingest and datalink use."""
+    from gavo import base
+    from ingest.sources import spectrum_of_row
+    return spectrum_of_row(base.getConfig("inputsDir"), row["source_file"],
+                           row["source_index"], row["obs_id"])
 
 
 def nearest(latent, k: int) -> list[dict]:
@@ -124,12 +129,12 @@ def overlay_png(query, neighbour, title: str) -> str:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from ingest.dachs_import import sdm_arrays
+    from ingest.sources import served_arrays
 
     fig, ax = plt.subplots(figsize=(5.5, 1.9), dpi=72)
     for spectrum, colour, label in ((query, "k", "upload"),
                                     (neighbour, "tab:red", "neighbour")):
-        arrays = sdm_arrays(spectrum)
+        arrays = served_arrays(spectrum)
         flux = arrays["flux"]
         scale = np.nanmedian(np.abs(flux)) or 1.0
         ax.plot(arrays["spectral"], flux / scale, lw=0.6, color=colour,
@@ -151,7 +156,7 @@ def run_core(core, input_table, query_meta):
     from gavo import base, rsc
     from gavo.protocols import products
 
-    from ingest.dachs_import import read_source
+    from ingest.spectrum import ReaderError
 
     upload = input_table.getParam("spectrum")
     identifier = input_table.getParam("ID")
@@ -171,6 +176,9 @@ def run_core(core, input_table, query_meta):
         else:
             query, latent = archive_spectrum(identifier)
         neighbours = nearest(latent, int(k))
+    except ReaderError as err:  # an archive file changed under its row
+        raise base.ValidationError(f"cannot serve this archive spectrum: "
+                                   f"{err}", "ID") from None
     except UploadError as err:
         raise base.ValidationError(str(err),
                                    "spectrum" if upload else "ID") from None
@@ -178,13 +186,11 @@ def run_core(core, input_table, query_meta):
     # plots only for the HTML form (the VOTable drops the plot column)
     want_plots = (str(query_meta.get("format")).upper() == "HTML"
                   or "__nevow_form__" in query_meta.ctxArgs)
-    inputs_dir = base.getConfig("inputsDir")
     rows = []
     for rank, row in enumerate(neighbours, start=1):
         plot = None
         if want_plots:
-            spectra = read_source(os.path.join(inputs_dir, row["source_file"]))
-            plot = overlay_png(query, spectra[row["source_index"]],
+            plot = overlay_png(query, row_spectrum(row),
                                f"{rank}. {row['obs_id']} "
                                f"(distance {row['distance']:.4f})")
         rows.append({"rank": rank, "obs_id": row["obs_id"],

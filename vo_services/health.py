@@ -108,8 +108,15 @@ def check_models() -> str:
     if behind:
         raise CheckFailed(f"{behind} spectra have no results of the current "
                           "models; run 'retrspect import'")
+    from ingest.preprocess import MIN_GRID_COVERAGE
+    embedded = _one_value("SELECT count(*) FROM retrspect.ml_results "
+                          "WHERE latent IS NOT NULL")
+    uncovered = _one_value("SELECT count(*) FROM retrspect.ml_results "
+                           "WHERE latent IS NULL")
     _, providers = choose_providers()
-    return f"{', '.join(sorted(ids.values()))}; every spectrum embedded; {providers}"
+    return (f"{', '.join(sorted(ids.values()))}; {embedded} spectra embedded, "
+            f"{uncovered} cover less than {MIN_GRID_COVERAGE:.0%} of the "
+            f"grid; {providers}")
 
 
 def _get(url: str, timeout: float = 30.0) -> bytes:

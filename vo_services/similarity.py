@@ -34,6 +34,11 @@ class VectorLiteralError(ValueError):
     """A vector written in a query that is not a usable latent vector."""
 
 
+class NoLatentError(LookupError):
+    """A spectrum named by a user that has no latent vector; str() says why
+    (no such spectrum, or too little of the model grid covered)."""
+
+
 @dataclass(frozen=True)
 class LatentColumn:
     """What the functions need to know of the table's latent column."""
@@ -101,18 +106,46 @@ def vector_sql(values, dim: int) -> str:
     return "'[" + ",".join(repr(v) for v in values) + f"]'::vector({dim})"
 
 
-def lookup_latent(identifier: str) -> list[float] | None:
-    """The latent vector of a spectrum named by publisher DID or obs_id."""
+@lru_cache(maxsize=1)
+def table_models():
+    """The models whose results fill the latent table, loaded once per
+    process and checked against its column (dimension and metric)."""
+    from ingest.infer import ModelSet
+    from ingest.pipeline import IngestOptions
+    column = latent_column()
+    return ModelSet.load(IngestOptions.from_environment().model_dir,
+                         latent_dim=column.dim, latent_metric=column.metric)
+
+
+def lookup_latent(identifier: str) -> list[float]:
+    """The latent vector of a spectrum named by publisher DID or obs_id.
+
+    Raises
+    ------
+    NoLatentError
+        No spectrum has this identifier, or it covers too little of the
+        model grid to have a latent vector.
+    """
     from gavo import base
+    from ingest.preprocess import coverage_shortfall
     column = latent_column()
     with base.getTableConn() as conn:
         rows = list(conn.query(
-            f"SELECT latent FROM {column.table} "
+            f"SELECT latent, grid_coverage FROM {column.table} "
             "WHERE pubdid = %(id)s OR obs_id = %(id)s LIMIT 1",
             {"id": identifier}))
-    if not rows or rows[0][0] is None:
-        return None
-    return [float(v) for v in rows[0][0]]
+    if not rows:
+        raise NoLatentError(
+            f"No spectrum {identifier!r} with a latent vector in "
+            f"{column.table}; give a publisher DID (ivo://...) or an obs_id "
+            "as in retrspect.spectra")
+    latent, coverage = rows[0]
+    if latent is None:
+        grid = table_models().models["vae"].grid
+        raise NoLatentError(coverage_shortfall(
+            f"Spectrum {identifier!r}", coverage or 0.0, grid) or
+            f"Spectrum {identifier!r} has no latent vector")
+    return [float(v) for v in latent]
 
 
 def register_adql_functions() -> None:
@@ -140,12 +173,10 @@ def register_adql_functions() -> None:
         identifier = getStringLiteral(
             node, "The spectrum identifier (publisher DID or obs_id)"
         ).replace("''", "'")  # DaCHS keeps ADQL's doubled quotes
-        latent = lookup_latent(identifier)
-        if latent is None:
-            raise common.UfuncError(
-                f"No spectrum {identifier!r} with a latent vector in "
-                f"{latent_column().table}; give a publisher DID "
-                f"(ivo://...) or an obs_id as in retrspect.spectra")
+        try:
+            latent = lookup_latent(identifier)
+        except NoLatentError as err:
+            raise common.UfuncError(str(err)) from None
         return vector_sql(latent, latent_column().dim)
 
     def distance(metric: str, left: str, right: str) -> str:
