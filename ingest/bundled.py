@@ -22,8 +22,8 @@ from typing import Callable
 import astropy.units as u
 from astropy.coordinates import SkyCoord
 
-from ingest.readers import read_spectra
-from ingest.spectrum import Spectrum, make_obs_id, stem
+from retrspect.ingest.readers import read_spectra
+from retrspect.ingest.spectrum import Spectrum, make_obs_id, stem
 
 __all__ = [
     "BundledSource",

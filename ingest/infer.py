@@ -1,14 +1,13 @@
 """ONNX Runtime sessions for the shipped models, batched, GPU when it loads.
 
-Ingest knows the models only as ONNX files carrying their own metadata
-(``retrspect.*`` metadata properties, see ``models/``): the grid they expect,
-what they output, their name, version and content hash.  Nothing here
-imports torch.
+Ingest knows the models only as ONNX files under the contract of
+:mod:`retrspect.ingest.contract`: the grid they expect, what they output,
+their name, version and content hash.  :func:`models_for_table` is the one
+answer to "which models fill this table".  Nothing here imports torch.
 """
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -17,29 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.preprocess import Grid
+from retrspect.ingest import contract
+from retrspect.ingest.errors import ModelError
 
 log = logging.getLogger("retrspect.infer")
 
-#: the model kinds ingest runs, and the outputs each must have
-MODEL_OUTPUTS = {
-    "vae": ("latent_mean", "latent_logvar", "reconstruction", "anomaly"),
-    "classifier": ("probabilities", "uncertainty"),
-    "velocity": ("redshift", "redshift_error"),
-}
-#: where the shipped models live (inside the installed ``models`` package)
+#: where the shipped models live (inside the installed ``retrspect.models``)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
-class ModelError(ValueError):
-    """A model file that ingest cannot use; str() names the file."""
-
-    def __init__(self, path, reason):
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason = str(path), reason
-
-    def __reduce__(self):  # crosses process boundaries from ingest workers
-        return type(self), (self.path, self.reason)
+def model_dir_from_environment() -> Path:
+    """``RETRSPECT_MODEL_DIR`` if set, else the shipped models."""
+    value = os.environ.get("RETRSPECT_MODEL_DIR")
+    return Path(value) if value else DEFAULT_MODEL_DIR
 
 
 def _cuda_libraries_missing() -> list[str]:
@@ -87,47 +76,45 @@ def default_threads() -> int:
 
 @dataclass
 class OnnxModel:
-    """One shipped model: its session and the metadata ingest relies on."""
+    """One model file under the contract, with its ONNX Runtime session."""
 
-    path: Path
-    kind: str
-    version: str
-    content_hash: str
-    grid: Grid
-    metadata: dict
+    description: contract.ModelDescription
     session: object = field(repr=False)
 
-    @property
-    def model_id(self) -> str:
-        """Name, version and content hash: what every result row records."""
-        return f"{self.kind}-{self.version}-{self.content_hash}"
-
-    @property
-    def latent_dim(self) -> int | None:
-        value = self.metadata.get("retrspect.latent_dim")
-        return int(value) if value is not None else None
-
-    @property
-    def labels(self) -> list[str] | None:
-        value = self.metadata.get("retrspect.labels")
-        return json.loads(value) if value is not None else None
-
-    @property
-    def metric(self) -> str | None:
-        return self.metadata.get("retrspect.metric")
+    def __getattr__(self, name):
+        # path, kind, version, content_hash, grid, metadata, model_id,
+        # latent_dim, metric, labels, info: what the file says of itself
+        if name in ("description", "session"):
+            raise AttributeError(name)
+        return getattr(self.description, name)
 
     def run(self, flux: np.ndarray, weight: np.ndarray) -> dict[str, np.ndarray]:
-        """Outputs for a batch (flux, weight: float32 [n, npix])."""
-        names = MODEL_OUTPUTS[self.kind]
+        """Outputs for a batch (flux, weight: float32 [n, npix]) by name."""
+        names = contract.OUTPUTS[self.kind]
         values = self.session.run(list(names), {"flux": flux, "weight": weight})
         return dict(zip(names, values))
 
+    def __call__(self, flux, weight) -> list[np.ndarray]:
+        """All outputs in the file's order (as torch modules return them)."""
+        return self.session.run(None, {"flux": np.asarray(flux, np.float32),
+                                       "weight": np.asarray(weight, np.float32)})
 
-def load_model(path: Path, threads: int | None = None) -> OnnxModel:
-    """Open one ONNX file and check its metadata against the contract."""
+
+def load_model(path, threads: int | None = None) -> OnnxModel:
+    """Open one ONNX file, checked against :mod:`retrspect.ingest.contract`
+    (its content hash included) before anything runs it.
+
+    Raises
+    ------
+    ModelError
+    """
     import onnxruntime as ort
 
     path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ModelError(path, f"cannot read the model file ({err})") from None
     providers, _ = choose_providers()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
@@ -138,31 +125,14 @@ def load_model(path: Path, threads: int | None = None) -> OnnxModel:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(str(path), options, providers=list(providers))
+        session = ort.InferenceSession(data, options, providers=list(providers))
     except Exception as err:  # onnxruntime raises its own untyped errors
         raise ModelError(path, f"not a loadable ONNX model ({err})") from err
-    meta = dict(session.get_modelmeta().custom_metadata_map)
-    kind = meta.get("retrspect.model")
-    if kind not in MODEL_OUTPUTS:
-        raise ModelError(path, f"retrspect.model is {kind!r}, expected one of "
-                               f"{sorted(MODEL_OUTPUTS)}")
-    try:
-        grid = Grid.from_json(meta["retrspect.grid"])
-        version = meta["retrspect.version"]
-    except (KeyError, ValueError, TypeError) as err:
-        raise ModelError(path, f"missing or bad grid/version metadata ({err})")
-    inputs = {i.name: i.shape for i in session.get_inputs()}
-    for name in ("flux", "weight"):
-        if name not in inputs or inputs[name][-1] != grid.npix:
-            raise ModelError(path, f"input {name!r} must be [batch, "
-                                   f"{grid.npix}] (the grid's npix), found "
-                                   f"{inputs.get(name)}")
-    outputs = {o.name for o in session.get_outputs()}
-    lacking = [name for name in MODEL_OUTPUTS[kind] if name not in outputs]
-    if lacking:
-        raise ModelError(path, f"{kind} model lacks outputs {lacking}")
-    content_hash = path.stem.rsplit("-", 1)[-1]
-    return OnnxModel(path, kind, version, content_hash, grid, meta, session)
+    description = contract.describe(
+        path, data, dict(session.get_modelmeta().custom_metadata_map),
+        {i.name: i.shape for i in session.get_inputs()},
+        {o.name for o in session.get_outputs()})
+    return OnnxModel(description, session)
 
 
 @dataclass
@@ -181,7 +151,7 @@ class ModelSet:
         column and its index: a VAE with another dimension, or trained for
         another distance, is refused here, before anything is written.
         """
-        model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
+        model_dir = Path(model_dir or model_dir_from_environment())
         models: dict[str, OnnxModel] = {}
         for path in sorted(model_dir.glob("*.onnx")):
             model = load_model(path, threads)
@@ -189,17 +159,11 @@ class ModelSet:
                 raise ModelError(path, f"a second {model.kind} model beside "
                                        f"{models[model.kind].path.name}")
             models[model.kind] = model
-        vae = models.get("vae")
-        if latent_dim is not None and vae is not None \
-                and vae.latent_dim != latent_dim:
-            raise ModelError(vae.path, f"latent dimension {vae.latent_dim} "
-                                       f"does not match the table's "
-                                       f"vector({latent_dim}) column")
-        if latent_metric is not None and vae is not None \
-                and vae.metric != latent_metric:
-            raise ModelError(vae.path, f"latent metric {vae.metric!r} is not "
-                                       f"the {latent_metric!r} the table's "
-                                       f"index is built for")
+        if "vae" in models:
+            contract.check_fits(
+                models["vae"].description, latent_dim=latent_dim,
+                metric=latent_metric,
+                column=f"the table's vector({latent_dim}) column and its index")
         _, reason = choose_providers()
         log.info("onnxruntime: %s; models: %s", reason,
                  ", ".join(m.model_id for m in models.values()) or "none")
@@ -215,3 +179,16 @@ class ModelSet:
         """Run every model on a batch prepared per grid (see :attr:`grids`)."""
         return {kind: model.run(*prepared[model.grid.to_json()])
                 for kind, model in self.models.items()}
+
+
+@lru_cache(maxsize=8)
+def models_for_table(latent_dim: int | None, latent_metric: str | None,
+                     model_dir: Path | None = None,
+                     threads: int | None = None) -> ModelSet:
+    """The models whose results fill a table with this latent column,
+    loaded once per process (ingest workers, the server, health checks).
+
+    ``model_dir`` None: :func:`model_dir_from_environment`.
+    """
+    return ModelSet.load(model_dir, threads=threads, latent_dim=latent_dim,
+                         latent_metric=latent_metric)

@@ -22,14 +22,12 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ingest import dachs_import
-from ingest.infer import default_threads
-from ingest.sources import read_source
-from ingest.spectrum import ReaderError
+from retrspect.ingest.errors import ReaderError
+from retrspect.ingest.infer import default_threads
+from retrspect.ingest.preprocess import C_KMS
+from retrspect.ingest.rows import raw_row
+from retrspect.ingest.sources import read_source
 
-#: speed of light, km/s (velocities are c*z, the non-relativistic convention
-#: used for stellar radial velocities)
-C_KMS = 299792.458
 #: stages timed per chunk
 STAGES = ("read", "preprocess", "infer", "rows")
 
@@ -105,22 +103,14 @@ class IngestSummary:
 
 # ------------------------------------------------------------- workers ----
 
-_WORKER_MODELS: dict = {}
-
-
 def _models_for(options: IngestOptions):
-    """The worker's ModelSet, loaded once per process (None: no models)."""
+    """The worker's models, loaded once per process (None: no models)."""
     if not options.use_models:
         return None
-    key = (str(options.model_dir), options.latent_dim, options.latent_metric,
-           options.workers)
-    if key not in _WORKER_MODELS:
-        from ingest.infer import ModelSet
-        threads = 1 if options.workers != 1 else None
-        _WORKER_MODELS[key] = ModelSet.load(
-            options.model_dir, threads=threads, latent_dim=options.latent_dim,
-            latent_metric=options.latent_metric)
-    return _WORKER_MODELS[key]
+    from retrspect.ingest.infer import models_for_table
+    return models_for_table(options.latent_dim, options.latent_metric,
+                            options.model_dir,
+                            1 if options.workers != 1 else None)
 
 
 def _value(x) -> float | None:
@@ -142,7 +132,7 @@ def ml_columns(models, outputs: dict, i: int) -> dict:
     and its model column still names it, so re-embedding knows the spectrum
     was seen.
     """
-    from ingest.preprocess import MIN_GRID_COVERAGE
+    from retrspect.ingest.preprocess import MIN_GRID_COVERAGE
 
     def answered(kind: str) -> bool:
         return outputs[kind]["grid_coverage"][i] >= MIN_GRID_COVERAGE
@@ -197,7 +187,7 @@ def infer_batch(spectra, models, batch_size: int = 256,
     ``grid_coverage``, the fraction of its grid each spectrum covers.
     Ingest and search by example both come through here.
     """
-    from ingest import preprocess
+    from retrspect.ingest import preprocess
 
     seconds = seconds if seconds is not None else Counter()
     if models is None or not models.models or not spectra:
@@ -248,7 +238,7 @@ def process_chunk(paths: list[str], inputs_dir: str,
     start = time.perf_counter()
     rows = []
     for i, (spectrum, source_file) in enumerate(zip(spectra, sources)):
-        row = dachs_import.raw_row(spectrum, source_file)
+        row = raw_row(spectrum, source_file)
         if outputs:
             row.update(ml_columns(_models_for(options), outputs, i))
         rows.append(row)

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
+from astropy import constants
 from astropy import units as u
 
 __all__ = [
@@ -52,8 +53,9 @@ __all__ = [
     "vacuum_wavelength",
 ]
 
-#: Speed of light in km/s.
-C_KMS = 299792.458
+#: Speed of light in km/s (velocities are c*z, the non-relativistic
+#: convention of stellar radial velocities).
+C_KMS = constants.c.to_value(u.km / u.s)
 
 #: An output pixel needs at least this fraction of its width covered by good
 #: input pixels, else it gets weight 0.

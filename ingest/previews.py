@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ingest.sources import read_source, served_arrays
-from ingest.spectrum import ReaderError
+from retrspect.ingest.sources import read_source, served_arrays
+from retrspect.ingest.errors import ReaderError
 
 
 @lru_cache(maxsize=1)
@@ -83,7 +83,7 @@ def make_previews(data_dir: Path, preview_dir: Path,
     from concurrent.futures import ProcessPoolExecutor
     from functools import partial
 
-    from ingest.infer import default_threads
+    from retrspect.ingest.infer import default_threads
 
     preview_dir.mkdir(parents=True, exist_ok=True)
     sources = sorted(p for p in data_dir.glob("*/*"))

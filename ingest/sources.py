@@ -20,10 +20,11 @@ import os
 import numpy as np
 from astropy import units as u
 
-from ingest import bundled
-from ingest.preprocess import vacuum_wavelength
-from ingest.readers import read_spectra
-from ingest.spectrum import ReaderError, Spectrum
+from retrspect.ingest import bundled
+from retrspect.ingest.preprocess import vacuum_wavelength
+from retrspect.ingest.readers import read_spectra
+from retrspect.ingest.errors import ReaderError
+from retrspect.ingest.spectrum import Spectrum
 
 
 def read_source(source_path: str) -> list[Spectrum]:

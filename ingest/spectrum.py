@@ -14,10 +14,11 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 
+from retrspect.ingest.errors import ReaderError
+
 __all__ = [
     "MIN_GOOD_PIXELS",
     "META_KEYS",
-    "ReaderError",
     "Spectrum",
     "estimate_snr",
 ]
@@ -45,26 +46,6 @@ META_KEYS = (
 )
 
 _MEDIA = ("air", "vacuum")
-
-
-class ReaderError(ValueError):
-    """A file that cannot be read as a spectrum.
-
-    ``str()`` is ``f"{path}: {reason}"`` so a log line or a failed ingest
-    report names the file and the problem without any extra formatting.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The offending file.
-    reason : str
-        What is wrong with it, in words a data provider can act on.
-    """
-
-    def __init__(self, path, reason):
-        self.path = str(path)
-        self.reason = str(reason)
-        super().__init__(f"{self.path}: {self.reason}")
 
 
 def empty_meta(**values):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ingest.bundled import bundled_sources
+from retrspect.ingest.bundled import bundled_sources
 
 
 def collection_dir(collection: str) -> str:

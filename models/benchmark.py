@@ -180,7 +180,7 @@ def compare(workdir, files, flux, weight, *, threads=2, out=None):
             env.pop("OMP_WAIT_POLICY", None)
             if config["omp_wait_policy"]:
                 env["OMP_WAIT_POLICY"] = config["omp_wait_policy"]
-            command = [sys.executable, "-m", "models.benchmark", "--workdir", str(workdir),
+            command = [sys.executable, "-m", "retrspect.models.benchmark", "--workdir", str(workdir),
                        "--batch", str(batch), "--threads", str(threads), "--out", str(target),
                        "--spinning" if config["spinning"] else "--no-spinning"]
             command += [f"{k}={v}" for k, v in files.items()]
@@ -202,7 +202,7 @@ def main(argv=None):
 
     import torch
 
-    from models.train import load_checkpoint
+    from retrspect.models.train import load_checkpoint
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--batch", type=Path, required=True)

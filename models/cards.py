@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from models import data as D
+from retrspect.models import catalogue, synthetic
 
 TARGETS = {
     "teff": 0.03, "logg": 0.3, "feh": 0.25, "accuracy": 0.90,
@@ -76,12 +76,12 @@ def _splits_text():
     return f"""\
 Splits are by object, not by file: stars are grouped by a normalised name
 (MILES and STELIB spellings of one star agree; 118 stars have two spectra),
-ordered by a hash of the name within each class, and {int(D.TEST_FRACTION * 100)}% go to
-test, {int(D.VAL_FRACTION * 100)}% to validation, the rest to training; a star's
+ordered by a hash of the name within each class, and {int(catalogue.TEST_FRACTION * 100)}% go to
+test, {int(catalogue.VAL_FRACTION * 100)}% to validation, the rest to training; a star's
 spectra never straddle splits.  Every real galaxy (10 MaNGA spaxels, NGC 4151)
 and quasar is test-only: those classes are learned from stellar-population
 models and synthetic quasars.  Libraries that sdss-mangadap builds *from*
-MILES stars (`{"`, `".join(D.LEAKY_LIBRARIES)}`) are never read.
+MILES stars (`{"`, `".join(synthetic.LEAKY_LIBRARIES)}`) are never read.
 """
 
 
@@ -261,7 +261,7 @@ for RV z{best['RV']} ({mi[best['RV']][3]:.2f} bits).  {mi_text}  The 10 x 10 his
 
 ## Reproduce
 `retrspect train && retrspect export && retrspect analyse` (about 7 minutes on 2 cores;
-`python -c "from models.cli import train; train(['--only', 'vae'])"` trains one model)
+`python -c "from retrspect.models.cli import train; train(['--only', 'vae'])"` trains one model)
 (seeds are fixed: a rerun on this machine with 2 threads gave bit-identical
 weights and the same metrics; file names differ only through the commit in
 the metadata, and another CPU or thread count may change float rounding and
@@ -356,7 +356,7 @@ probabilities are pulled to uniform.  Labels in output order:
 Labels: the main MK class letter (O-M, subdwarf prefix dropped) from the
 MILES catalogue and STELIB headers; a star is an `emission_line_star` when
 its H-alpha rises above the local continuum with an equivalent width over
-{D.EMISSION_EW:.0f} A, or it is a Wolf-Rayet star (white dwarfs, carbon and S stars and
+{catalogue.EMISSION_EW:.0f} A, or it is a Wolf-Rayet star (white dwarfs, carbon and S stars and
 stars without a type are unlabelled and not scored).
 
 ## Data and splits
@@ -548,7 +548,7 @@ def write_all(cards_dir, files, models, checkpoints, analysis, bench, equality):
     makers = {"vae": vae_card, "classifier": classifier_card, "velocity": velocity_card}
     written = []
     for name, maker in makers.items():
-        meta = models[name].meta
+        meta = models[name].info
         text = maker(files[name], meta, checkpoints.get(name), analysis, bench, equality)
         path = cards_dir / f"{name}.md"
         path.write_text(text)

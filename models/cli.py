@@ -108,10 +108,10 @@ def train(argv) -> int:
     torch.set_num_threads(args.threads)
     from dataclasses import asdict
 
-    from models import data as D
-    from models import evaluate as E
-    from models import train as T
-    from models import velocity as V
+    from retrspect.models import evaluate as E
+    from retrspect.models import catalogue
+    from retrspect.models import train as T
+    from retrspect.models import velocity as V
 
     started = time.perf_counter()
     cfg = T.TrainConfig()
@@ -125,7 +125,7 @@ def train(argv) -> int:
         cfg.vae_supervise = args.vae_supervise
     which = args.only or list(NAMES)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    items = D.load_catalogue(progress=True)
+    items = catalogue.load_catalogue(progress=True)
     if args.sweep_vae_supervise:
         weights = [float(w) for w in args.sweep_vae_supervise.split(",")]
         sweep = sweep_vae_supervise(items, cfg, weights, sweep_file)
@@ -227,8 +227,8 @@ def sweep_vae_supervise(items, cfg, weights, out):
     """
     from dataclasses import replace
 
-    from models import evaluate as E
-    from models import train as T
+    from retrspect.models import evaluate as E
+    from retrspect.models import train as T
     keys = ("teff_median_rel_error", "logg_mae", "feh_mae")
     rows = []
     for weight in sorted(set([0.0] + weights)):
@@ -312,11 +312,11 @@ def export(argv) -> int:
     import torch
     torch.set_num_threads(args.threads)
 
-    from ingest.preprocess import MODEL_GRID
-    from models import data as D
-    from models import evaluate as E
-    from models import export as X
-    from models import train as T
+    from retrspect.ingest.preprocess import MODEL_GRID
+    from retrspect.models import catalogue
+    from retrspect.models import evaluate as E
+    from retrspect.models import export as X
+    from retrspect.models import train as T
 
     missing = [args.workdir / f"{name}.pt" for name in NAMES
                if not (args.workdir / f"{name}.pt").exists()]
@@ -324,7 +324,7 @@ def export(argv) -> int:
         # all or nothing: a partial export would leave models/ inconsistent
         _log(f"no checkpoint at {', '.join(map(str, missing))}; run `retrspect train` first")
         return 1
-    items = D.load_catalogue()
+    items = catalogue.load_catalogue()
     check_items = [i for i in items if i.split == "test"]
     flux, weight = E.prepared(check_items)
     report = {}
@@ -341,7 +341,7 @@ def export(argv) -> int:
                          "scale": model.latent_scale.tolist(),
                          "meaning": "latent_mean = (posterior mean - shift) / scale"})}
         elif name == "classifier":
-            extra = {"labels": json.dumps(list(D.CLASSES))}
+            extra = {"labels": json.dumps(list(catalogue.CLASSES))}
         out = X.export(model, name, MODEL_GRID, args.out, version=args.version,
                        training_data=training_data(name, ckpt), metrics=_card_metrics(name, metrics),
                        extra=extra)
@@ -414,7 +414,7 @@ def analyse(argv) -> int:
     args.models_dir = _models_dir(parser, args.models_dir, "--models-dir")
     import torch
     torch.set_num_threads(args.threads)
-    from models import report
+    from retrspect.models import report
 
     started = time.perf_counter()
     results = report.analyse(args.models_dir, args.workdir, threads=args.threads,
@@ -434,10 +434,10 @@ def benchmark(argv) -> int:
                              "benchmarks/ (default: models/ of the checkout)")
     args = parser.parse_args(argv)
     args.models_dir = _models_dir(parser, args.models_dir, "--models-dir")
-    from models import data as D
-    from models import evaluate as E
-    from models import report
-    flux, weight = E.prepared(D.load_catalogue())
+    from retrspect.models import catalogue
+    from retrspect.models import evaluate as E
+    from retrspect.models import report
+    flux, weight = E.prepared(catalogue.load_catalogue())
     report.benchmark_shipped(report.shipped_files(args.models_dir), args.workdir, flux, weight,
                              threads=args.threads, log=_log,
                              out=args.models_dir / "benchmarks" / "onnx_vs_torch.json")

@@ -12,10 +12,9 @@ import math
 import numpy as np
 import torch
 
-from ingest.preprocess import C_KMS, MODEL_GRID
-from models import data as D
+from retrspect.ingest.preprocess import C_KMS, MODEL_GRID
+from retrspect.models import catalogue, observation
 
-CLASS_INDEX = {name: n for n, name in enumerate(D.CLASSES)}
 
 
 def prepared(items, grid=MODEL_GRID):
@@ -23,7 +22,7 @@ def prepared(items, grid=MODEL_GRID):
     flux = np.zeros((len(items), grid.npix), dtype=np.float32)
     weight = np.zeros_like(flux)
     for row, item in enumerate(items):
-        flux[row], weight[row] = D.prepare_observed(item.spectrum, grid)
+        flux[row], weight[row] = observation.prepare_observed(item.spectrum, grid)
     return flux, weight
 
 
@@ -125,8 +124,8 @@ def user_copy(spectrum, rng, *, noise=0.02, step=1.37):
     search by example (``tests/test_byexample.py`` does the same)."""
     from astropy import units as u
 
-    from ingest.preprocess import vacuum_wavelength
-    from ingest.spectrum import Spectrum, empty_meta
+    from retrspect.ingest.preprocess import vacuum_wavelength
+    from retrspect.ingest.spectrum import Spectrum, empty_meta
     wave = vacuum_wavelength(spectrum).to_value(u.AA)
     good = spectrum.good
     lo, hi = wave[good][0], wave[good][-1]
@@ -169,7 +168,7 @@ def self_retrieval(vae, items, *, noises=(0.02, 0.05), splits=("val", "test"), c
     own_row = np.array([where[i.obs_id] for i in queries])
     out = {}
     for noise in noises:
-        pairs = [D.prepare_observed(user_copy(i.spectrum, rng, noise=noise)) for i in queries]
+        pairs = [observation.prepare_observed(user_copy(i.spectrum, rng, noise=noise)) for i in queries]
         zq = run(vae, np.stack([f for f, _ in pairs]), np.stack([w for _, w in pairs]))[0]
         d = ((zq.astype(np.float64)[:, None, :] - zi[None, :, :]) ** 2).sum(-1)
         own = d[np.arange(len(queries)), own_row]
@@ -230,15 +229,15 @@ def classifier_metrics(model, items, split="test"):
     flux, weight = prepared(stars + others)
     p, entropy = run(model, flux, weight)
     predicted = p.argmax(1)
-    truth = np.array([CLASS_INDEX[i.label] for i in stars + others])
+    truth = np.array([catalogue.CLASS_INDEX[i.label] for i in stars + others])
     n = len(stars)
-    confusion = np.zeros((len(D.CLASSES), len(D.CLASSES)), dtype=int)
+    confusion = np.zeros((len(catalogue.CLASSES), len(catalogue.CLASSES)), dtype=int)
     for t, q in zip(truth, predicted):
         confusion[t, q] += 1
     star_ok = predicted[:n] == truth[:n]
-    main = np.array([i.label in D.STAR_CLASSES for i in stars])
+    main = np.array([i.label in catalogue.STAR_CLASSES for i in stars])
     per_class = {c: float(np.mean(star_ok[[i.label == c for i in stars]]))
-                 for c in D.CLASSES[:8] if any(i.label == c for i in stars)}
+                 for c in catalogue.CLASSES[:8] if any(i.label == c for i in stars)}
     # expected calibration error (10 bins) on the test stars
     conf = p[:n].max(1)
     ece = 0.0
@@ -251,25 +250,25 @@ def classifier_metrics(model, items, split="test"):
     order = "OBAFGKM"
     boundary = 0
     for item, q, ok in zip(stars, predicted[:n], star_ok):
-        if ok or item.label not in order or D.CLASSES[q] not in order:
+        if ok or item.label not in order or catalogue.CLASSES[q] not in order:
             continue
         sub = subclass(item.spectrum.meta["mk_type"])
-        step = order.index(D.CLASSES[q]) - order.index(item.label)
+        step = order.index(catalogue.CLASSES[q]) - order.index(item.label)
         if sub is not None and ((step == 1 and sub >= 7) or (step == -1 and sub <= 2)):
             boundary += 1
     # wrong answers that the star's own catalogue Teff supports (a 'G8 V'
     # at 5080 K called K): the catalogue's type and Teff disagree there
     teff_backs_prediction = sum(
         1 for item, q, ok in zip(stars, predicted[:n], star_ok)
-        if not ok and D.teff_class(item.teff) == D.CLASSES[q])
+        if not ok and catalogue.teff_class(item.teff) == catalogue.CLASSES[q])
     real = []
     for item, q, e, prob in zip(others, predicted[n:], entropy[n:], p[n:]):
-        covered = float(np.mean(D.prepare_observed(item.spectrum)[1] > 0))
+        covered = float(np.mean(observation.prepare_observed(item.spectrum)[1] > 0))
         real.append({"obs_id": item.obs_id, "truth": item.label,
-                     "predicted": D.CLASSES[q], "probability": float(prob.max()),
+                     "predicted": catalogue.CLASSES[q], "probability": float(prob.max()),
                      "uncertainty": float(e), "grid_coverage": round(covered, 3)})
     covered_others = [r for r in real if r["grid_coverage"] > 0.05]
-    consistent = np.array([D.label_consistent(i) for i in stars])
+    consistent = np.array([catalogue.label_consistent(i) for i in stars])
     return {
         "test_star_accuracy": float(star_ok.mean()),
         "test_star_accuracy_label_consistent": float(star_ok[consistent].mean()),
@@ -291,13 +290,13 @@ def classifier_metrics(model, items, split="test"):
         "real_extragalactic_with_coverage": len(covered_others),
         "real_extragalactic_total": len(real),
         "confusion_matrix": confusion.tolist(),
-        "labels": list(D.CLASSES),
+        "labels": list(catalogue.CLASSES),
         "uncertainty_correct_median": float(np.median(entropy[:n][star_ok])),
         "uncertainty_wrong_median": float(np.median(entropy[:n][~star_ok])) if (~star_ok).any() else None,
     }
 
 
-subclass = D.subclass
+subclass = catalogue.subclass
 
 
 def majority(rows):
@@ -335,7 +334,7 @@ def parameter_class_baseline(items, k=5, split="test"):
     and its Teff and log g disagree (the ceiling the target runs into).
     """
     def usable(i):
-        return i.kind == "star" and i.label in D.STAR_CLASSES and i.teff and i.logg is not None
+        return i.kind == "star" and i.label in catalogue.STAR_CLASSES and i.teff and i.logg is not None
 
     def features(group):
         return np.array([[np.log10(i.teff) / 0.02, i.logg / 0.3] for i in group])
@@ -370,18 +369,18 @@ def injected_velocities(scanner, items, rng, *, split="test", labels=("F", "G", 
     for n, item in enumerate(stars):
         for _ in range(per_star):
             v = float(rng.uniform(-vmax, vmax))
-            obs = D.Observation(z=float(D.velocity_to_z(v)), snr=snr, errors=True,
+            obs = observation.Observation(z=float(observation.velocity_to_z(v)), snr=snr, errors=True,
                                 medium="air")
-            spectra.append(D.observe(item.wave, item.flux, item.good, obs, rng,
+            spectra.append(observation.observe(item.wave, item.flux, item.good, obs, rng,
                                      native_r=item.spectrum.meta["resolving_power"]))
             truth.append(v)
             owner.append(n)
     flux = np.zeros((len(spectra), MODEL_GRID.npix), np.float32)
     weight = np.zeros_like(flux)
     for row, s in enumerate(spectra):
-        flux[row], weight[row] = D.prepare_observed(s)
+        flux[row], weight[row] = observation.prepare_observed(s)
     z, err = run(scanner, flux, weight)
-    v = D.z_to_velocity(z)
+    v = observation.z_to_velocity(z)
     d = v - np.array(truth)
     owner = np.array(owner)
     ok = np.isfinite(d)
@@ -454,7 +453,7 @@ def velocity_metrics(scanner, items, seed):
         fs, ws = prepared([b for _, b in pairs])
         zm = run(scanner, fm, wm)[0]
         zs = run(scanner, fs, ws)[0]
-        d = D.z_to_velocity(zs) - D.z_to_velocity(zm)
+        d = observation.z_to_velocity(zs) - observation.z_to_velocity(zm)
         out["stelib_minus_miles"] = {
             "n_stars": len(pairs), "median_kms": float(np.nanmedian(d)),
             "robust_sigma_kms": float(1.4826 * np.nanmedian(np.abs(d - np.nanmedian(d))))}

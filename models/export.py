@@ -1,29 +1,10 @@
-"""ONNX export with metadata and hashed file names; loading with checks.
-
-A shipped model is ``models/<name>-<first 12 hex of sha256(file)>.onnx``
-with ``metadata_props``:
-
-==========================  ===============================================
-``retrspect.model``         "vae", "classifier" or "velocity"
-``retrspect.version``       semantic version of the model, e.g. "1.0.0"
-``retrspect.grid``          :meth:`ingest.preprocess.Grid.to_json`
-``retrspect.normalisation`` :data:`ingest.preprocess.NORMALISATION`
-``retrspect.opset``         the ONNX opset (:data:`OPSET`)
-``retrspect.training_data`` what it learned from (text)
-``retrspect.source_commit`` git commit of the code that exported it
-``retrspect.metrics``       held-out metrics (JSON)
-``retrspect.outputs``       output names and meaning (JSON)
-``retrspect.latent_dim``    VAE only: length of ``latent_mean``
-``retrspect.metric``        VAE only: "l2" (the distance the latent is for)
-``retrspect.labels``        classifier only: JSON list of class names
-==========================  ===============================================
-
-Inputs of every model: ``flux`` and ``weight``, float32 ``[batch, npix]``
-as :func:`ingest.preprocess.prepare` returns them (dynamic batch axis).
+"""ONNX export under the model contract (:mod:`retrspect.ingest.contract`):
+metadata, hashed file names, the 2-D convolution rewrite, and the
+comparison with torch.  Files are loaded back through
+:func:`retrspect.ingest.infer.load_model`, the loader ingest uses.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import subprocess
@@ -31,42 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.preprocess import NORMALISATION, Grid
+from retrspect.ingest.contract import OUTPUT_DOC, OUTPUTS, PREFIX, file_name
+from retrspect.ingest.preprocess import NORMALISATION, Grid
 
 #: The pinned ONNX opset of every shipped model.
 OPSET = 17
-
-#: Output names per model kind (the contract ingest relies on).
-OUTPUTS = {
-    "vae": ("latent_mean", "latent_logvar", "reconstruction", "anomaly"),
-    "classifier": ("probabilities", "uncertainty"),
-    "velocity": ("redshift", "redshift_error"),
-}
-
-OUTPUT_DOC = {
-    "latent_mean": "[batch, latent_dim] posterior mean: the published latent vector",
-    "latent_logvar": "[batch, latent_dim] posterior log-variance (its spread)",
-    "reconstruction": "[batch, npix] normalised flux decoded from latent_mean",
-    "anomaly": "[batch] mean over covered pixels of (flux - reconstruction)^2 / "
-               "(sigma^2 + 0.01^2); sigma from weight, or DER_SNR when all weights "
-               "are 1 (no errors); NaN when nothing is covered",
-    "probabilities": "[batch, n_classes] temperature-scaled ensemble-mean class "
-                     "probabilities, classes in retrspect.labels order; uniform when "
-                     "less than 5% of the grid is covered",
-    "uncertainty": "[batch] predictive entropy of probabilities in nats "
-                   "(0 .. ln n_classes)",
-    "redshift": "[batch] z in the observed frame relative to vacuum rest wavelengths; "
-                "NaN when less than 5% of the grid is covered or nothing correlates",
-    "redshift_error": "[batch] 1-sigma error of z (statistical and systematic floor)",
-}
-
-#: Metadata key prefix.
-PREFIX = "retrspect."
-
-
-class ModelMismatch(ValueError):
-    """A model file that does not fit what the caller expects."""
-
 
 def source_commit(repo=None):
     """The git commit of the code (``+dirty`` when the model code has changes)."""
@@ -176,7 +126,6 @@ _ELEMENTWISE = {"LeakyRelu", "Relu", "Sigmoid", "Tanh", "Clip"}
 
 def _cancel_squeeze_unsqueeze(nodes, axes_name, graph):
     """Drop Squeeze(axis 2) -> element-wise -> Unsqueeze(axis 2) round trips."""
-    from onnx import helper
     consumers = {}
     for node in nodes:
         for name in node.input:
@@ -249,6 +198,8 @@ def export(model, kind, grid: Grid, directory, *, name=None, version="1.0.0",
         "metrics": json.dumps(metrics or {}, sort_keys=True, default=float),
         "outputs": json.dumps({n: OUTPUT_DOC[n] for n in OUTPUTS[kind]}),
     }
+    if kind == "vae":  # the contract's VAE entries; the latent is L2 unless said
+        extra = {"latent_dim": model.latent_dim, "metric": "l2", **(extra or {})}
     props.update({k: str(v) for k, v in (extra or {}).items()})
     del proto.metadata_props[:]
     for key, value in sorted(props.items()):
@@ -257,92 +208,27 @@ def export(model, kind, grid: Grid, directory, *, name=None, version="1.0.0",
     proto.producer_name = "retrspect"
     proto.model_version = int(version.split(".")[0])
     data = proto.SerializeToString()
-    digest = hashlib.sha256(data).hexdigest()[:12]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     stem = name or kind
-    path = directory / f"{stem}-{digest}.onnx"
+    path = directory / file_name(stem, data)
     for old in directory.glob(f"{stem}-*.onnx"):
         if old != path:
             old.unlink()
     path.write_bytes(data)
+    from retrspect.ingest.infer import load_model
+    load_model(path, threads=1)  # what ingest will load: refuse it here first
     return path
 
 
-def read_metadata(path) -> dict:
-    """The ``retrspect.*`` metadata of an ONNX file, prefix stripped.
-
-    JSON-valued entries (grid, metrics, labels, outputs) stay strings;
-    :func:`describe` parses them.
-    """
-    import onnx
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key[len(PREFIX):]: p.value for p in proto.metadata_props
-            if p.key.startswith(PREFIX)}
-
-
-def describe(path) -> dict:
-    """:func:`read_metadata` with the JSON entries parsed and the grid a Grid."""
-    meta = read_metadata(path)
-    out = dict(meta)
-    for key in ("metrics", "labels", "outputs"):
-        if key in out:
-            out[key] = json.loads(out[key])
-    if "grid" in out:
-        out["grid"] = Grid.from_json(out["grid"])
-    if "latent_dim" in out:
-        out["latent_dim"] = int(out["latent_dim"])
-    return out
-
-
 def shipped(directory=None, kind=None):
-    """Paths of the shipped ONNX files (optionally of one kind), sorted."""
-    directory = Path(directory) if directory else Path(__file__).resolve().parent
-    paths = sorted(directory.glob("*-[0-9a-f]*.onnx"))
+    """Paths of the model files (optionally of one kind) in ``directory``
+    (default: the installed shipped models), sorted."""
+    from retrspect.ingest.infer import DEFAULT_MODEL_DIR, load_model
+    paths = sorted(Path(directory or DEFAULT_MODEL_DIR).glob("*-[0-9a-f]*.onnx"))
     if kind is None:
         return paths
-    return [p for p in paths if read_metadata(p).get("model") == kind]
-
-
-def check(path, *, kind=None, grid: Grid | None = None, latent_dim: int | None = None):
-    """Refuse a model that does not fit: wrong kind, grid or latent dimension.
-
-    Also checks the file name's hash against its content.
-
-    Raises
-    ------
-    ModelMismatch
-        With a message naming the file, what was expected and what it has.
-    """
-    path = Path(path)
-    data = path.read_bytes()
-    stem = path.stem
-    digest = hashlib.sha256(data).hexdigest()[:12]
-    if "-" not in stem or stem.rsplit("-", 1)[1] != digest:
-        raise ModelMismatch(f"{path.name}: content hash is {digest}, not the one in "
-                            "the file name (file changed after export?)")
-    meta = describe(path)
-    if kind is not None and meta.get("model") != kind:
-        raise ModelMismatch(f"{path.name}: is a {meta.get('model')!r} model, expected {kind!r}")
-    if grid is not None and meta.get("grid") != grid:
-        raise ModelMismatch(f"{path.name}: model grid {meta.get('grid')} does not match "
-                            f"the expected grid {grid}")
-    if latent_dim is not None and meta.get("latent_dim") != latent_dim:
-        raise ModelMismatch(f"{path.name}: latent dimension {meta.get('latent_dim')} "
-                            f"does not match the expected {latent_dim} (e.g. the "
-                            "vector(n) column)")
-    return meta
-
-
-def session(path, *, threads=2, **expected):
-    """An ONNX Runtime CPU session for a checked model (see :func:`check`)."""
-    import onnxruntime as ort
-    check(path, **expected)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [p for p in paths if load_model(p, threads=1).kind == kind]
 
 
 def compare_with_torch(model, path, flux, weight, *, threads=2):
@@ -354,10 +240,11 @@ def compare_with_torch(model, path, flux, weight, *, threads=2):
         output name -> max abs difference, and ``"max_relative"``.
     """
     import torch
-    sess = session(path, threads=threads)
-    names = [o.name for o in sess.get_outputs()]
-    got = sess.run(None, {"flux": np.asarray(flux, np.float32),
-                          "weight": np.asarray(weight, np.float32)})
+
+    from retrspect.ingest.infer import load_model
+    onnx_model = load_model(path, threads=threads)
+    names = [o.name for o in onnx_model.session.get_outputs()]
+    got = onnx_model(flux, weight)
     with torch.inference_mode():
         want = [o.numpy() for o in model(torch.as_tensor(flux), torch.as_tensor(weight))]
     out = {}

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from retrspect.ingest.preprocess import C_KMS
+
 __all__ = [
     "SpectrumClassifier",
     "SpectrumVAE",
@@ -505,7 +507,7 @@ class VelocityScanner(nn.Module):
         dof = ((w > 0).to(dtype).sum(1) - 3.0).clamp_min(1.0)
         sigma_pix = torch.sqrt(chi2 / dof / (a * a * fisher).clamp_min(1e-30))
         stat = (1.0 + z) * self.dlnl * sigma_pix
-        sys = (1.0 + z) * self.sys_kms / 299792.458
+        sys = (1.0 + z) * self.sys_kms / C_KMS
         error = torch.sqrt(stat * stat + sys * sys)
         usable = ((w > 0).to(dtype).mean(1) > 0.05) & (a > 0)
         nan = torch.full_like(z, float("nan"))

@@ -13,26 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.preprocess import MODEL_GRID
-from models import analysis as A
-from models import data as D
-from models import evaluate as E
-from models import export as X
+from retrspect.ingest.infer import load_model
+from retrspect.ingest.preprocess import MODEL_GRID
+from retrspect.models import analysis as A
+from retrspect.models import catalogue, observation
+from retrspect.models import evaluate as E
+from retrspect.models import export as X
 
 PARAMETERS = ("Teff", "log g", "[Fe/H]", "RV")
-
-
-class OnnxModel:
-    """An ONNX Runtime session callable like the torch modules (numpy out)."""
-
-    def __init__(self, path, threads=2):
-        self.path = Path(path)
-        self.meta = X.describe(path)
-        self.session = X.session(path, threads=threads)
-
-    def __call__(self, flux, weight):
-        return self.session.run(None, {"flux": np.asarray(flux, np.float32),
-                                       "weight": np.asarray(weight, np.float32)})
 
 
 def run(model, flux, weight, batch=256):
@@ -41,7 +29,7 @@ def run(model, flux, weight, batch=256):
 
 
 def _load_checkpoints(workdir):
-    from models.train import load_checkpoint
+    from retrspect.models.train import load_checkpoint
     out = {}
     for name in ("vae", "classifier", "velocity"):
         path = Path(workdir) / f"{name}.pt"
@@ -58,9 +46,9 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
     bench_dir = models_dir / "benchmarks"
     started = time.perf_counter()
     files = shipped_files(models_dir)
-    models = {kind: OnnxModel(path, threads) for kind, path in files.items()}
+    models = {kind: load_model(path, threads) for kind, path in files.items()}
     checkpoints = _load_checkpoints(workdir)
-    items = D.load_catalogue()
+    items = catalogue.load_catalogue()
     flux, weight = E.prepared(items)
     log(f"analyse: {len(items)} real spectra prepared")
 
@@ -69,7 +57,7 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
     stars = np.array([i.kind == "star" for i in items])
     # Sedaghat's MAD rule is about the posterior means on the prior's scale:
     # undo the published standardisation (MI and I(x;z) do not care).
-    standard = json.loads(models["vae"].meta.get("latent_standardisation", "null") or "null")
+    standard = json.loads(models["vae"].info.get("latent_standardisation", "null") or "null")
     raw = mean if standard is None else mean * np.array(standard["scale"]) + np.array(standard["shift"])
     mad_values, mad_informative = A.mad_rule(raw[stars])
     information = A.latent_information(mean[stars], logvar[stars])
@@ -82,13 +70,13 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
     rng = np.random.default_rng(7)
     star_items = [i for i in items if i.kind == "star"]
     rv = rng.uniform(-300, 300, len(star_items))
-    shifted = [D.observe(i.wave, i.flux, i.good, D.Observation(z=float(D.velocity_to_z(v))),
+    shifted = [observation.observe(i.wave, i.flux, i.good, observation.Observation(z=float(observation.velocity_to_z(v))),
                          rng, native_r=i.spectrum.meta["resolving_power"])
                for i, v in zip(star_items, rv)]
     fs = np.zeros((len(shifted), MODEL_GRID.npix), np.float32)
     ws = np.zeros_like(fs)
     for row, s in enumerate(shifted):
-        fs[row], ws[row] = D.prepare_observed(s)
+        fs[row], ws[row] = observation.prepare_observed(s)
     z_rv = run(models["vae"], fs, ws)[0]
     mi_ksg = np.column_stack([A.mi_table(z_lab, params, PARAMETERS[:3]),
                               A.mi_table(z_rv, rv[:, None], ["RV"])])
@@ -113,7 +101,7 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
     # ---- classifier --------------------------------------------------------
     clf_metrics = E.classifier_metrics(_TorchLike(models["classifier"]), items)
     plots["confusion"] = A.plot_confusion(
-        clf_metrics["confusion_matrix"], D.CLASSES, plots_dir / "confusion.png",
+        clf_metrics["confusion_matrix"], catalogue.CLASSES, plots_dir / "confusion.png",
         title=f"held-out real spectra: star accuracy {clf_metrics['test_star_accuracy']:.3f}")
 
     # ---- velocity ----------------------------------------------------------
@@ -155,7 +143,7 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
     elif (bench_dir / "onnx_vs_torch.json").exists():
         bench = json.loads((bench_dir / "onnx_vs_torch.json").read_text())
 
-    from models import cards
+    from retrspect.models import cards
     equality = bench_dir / "onnx_vs_torch_outputs.json"
     written = cards.write_all(cards_dir, files, models, checkpoints, analysis, bench,
                               json.loads(equality.read_text()) if equality.exists() else None)
@@ -182,7 +170,7 @@ def shipped_files(models_dir):
 def benchmark_shipped(files, workdir, flux, weight, *, threads=2, out, log=print):
     """ONNX Runtime against eager torch (the checkpoints in ``workdir``) on
     256 of the prepared spectra, in both thread-wait configurations."""
-    from models.benchmark import compare
+    from retrspect.models.benchmark import compare
     missing = [n for n in files if not (Path(workdir) / f"{n}.pt").exists()]
     if missing:
         raise RuntimeError(f"no checkpoint for {', '.join(missing)} in {workdir}: "
@@ -198,11 +186,11 @@ def benchmark_shipped(files, workdir, flux, weight, *, threads=2, out, log=print
 
 
 class _TorchLike:
-    """Lets evaluate.run (which wants a torch-style module) call an OnnxModel."""
+    """Lets evaluate.run (which wants a torch-style module) call an ONNX model."""
 
     def __init__(self, model):
         self.model = model
-        self.temperature = float(model.meta["metrics"].get("temperature", float("nan")))
+        self.temperature = float(model.info["metrics"].get("temperature", float("nan")))
 
     def __call__(self, flux, weight):
         import torch

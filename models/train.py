@@ -20,11 +20,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ingest.preprocess import MODEL_GRID
-from models import data as D
-from models.nets import SpectrumClassifier, SpectrumVAE
+from retrspect.ingest.preprocess import MODEL_GRID
+from retrspect.models import catalogue, observation, synthetic
+from retrspect.models.nets import SpectrumClassifier, SpectrumVAE
 
-CLASS_INDEX = {name: n for n, name in enumerate(D.CLASSES)}
 
 #: Fraction of training quasars shipped continuum-normalised.
 QSO_NORMALISED = 0.25
@@ -88,13 +87,13 @@ class Material:
         self.cfg = cfg
         self.stars = [i for i in items if i.kind == "star" and i.split == split]
         self.labelled = [i for i in self.stars if i.label and (
-            not cfg.clf_label_rule or D.label_consistent(i))]
-        ssps = D.ssp_library()
-        self.galaxies = [D.synthetic_galaxy(rng, ssps) for _ in range(cfg.galaxy_templates)]
+            not cfg.clf_label_rule or catalogue.label_consistent(i))]
+        ssps = synthetic.ssp_library()
+        self.galaxies = [synthetic.synthetic_galaxy(rng, ssps) for _ in range(cfg.galaxy_templates)]
         self.qsos = []
         for _ in range(cfg.qso_templates):
             z = float(rng.uniform(0.1, 4.5))
-            self.qsos.append((z, D.synthetic_qso(rng, z, ssps)))
+            self.qsos.append((z, synthetic.synthetic_qso(rng, z, ssps)))
         counts = {}
         for item in self.labelled:
             counts[item.label] = counts.get(item.label, 0) + 1
@@ -107,8 +106,8 @@ class Material:
 
     def observed(self, source, obs, native_r=None):
         """(flux, weight) of one observation of a rest-frame (wave, flux, good)."""
-        spectrum = D.observe(*source, obs, self.rng, native_r=native_r)
-        return D.prepare_observed(spectrum)
+        spectrum = observation.observe(*source, obs, self.rng, native_r=native_r)
+        return observation.prepare_observed(spectrum)
 
     def random_source(self, weights):
         """A random rest-frame source: (kind, source tuple, native_r, label, z)."""
@@ -148,11 +147,11 @@ def vae_pair(material: Material, rng, shares=(0.8, 0.12, 0.08)):
     strength = float(rng.uniform(0.0, cfg.vae_strength))
     if kind == "star":
         v = float(np.clip(rng.normal(0, cfg.star_rv_sigma), -600, 600))
-        z = float(D.velocity_to_z(v))
-    obs = D.random_observation(rng, z=z, strength=strength, native_r=native_r,
+        z = float(observation.velocity_to_z(v))
+    obs = observation.random_observation(rng, z=z, strength=strength, native_r=native_r,
                                snr_range=(cfg.vae_min_snr, 300.0))
     flux, weight = material.observed(source, obs, native_r)
-    clean = D.Observation(z=obs.z, resolving_power=obs.resolving_power,
+    clean = observation.Observation(z=obs.z, resolving_power=obs.resolving_power,
                           medium=obs.medium, resample=obs.resample)
     target, target_weight = material.observed(source, clean, native_r)
     both = (weight > 0) & (target_weight > 0)
@@ -160,7 +159,7 @@ def vae_pair(material: Material, rng, shares=(0.8, 0.12, 0.08)):
         scale = np.median(target[both]) / max(np.median(flux[both]), 1e-6)
         if np.isfinite(scale) and scale > 0:
             target = target / scale
-    params, known = (D.standard_parameters(material.last_item) if kind == "star"
+    params, known = (catalogue.standard_parameters(material.last_item) if kind == "star"
                      else (np.zeros(3, np.float32), np.zeros(3, np.float32)))
     return (flux, weight, target.astype(np.float32), (target_weight > 0).astype(np.float32),
             params, known)
@@ -171,7 +170,7 @@ def classifier_sample(material: Material, rng):
     target, standardised parameters, their mask)."""
     # class shares: stars by sqrt(count), emission stars, galaxies, QSOs
     cfg = material.cfg
-    star_classes = [c for c in D.STAR_CLASSES if material.class_counts.get(c)]
+    star_classes = [c for c in catalogue.STAR_CLASSES if material.class_counts.get(c)]
     star_share = np.array([material.class_counts[c] ** cfg.class_power for c in star_classes])
     star_share = 0.72 * star_share / star_share.sum()
     shares = np.concatenate([star_share, [0.1, 0.1, 0.08]])
@@ -183,7 +182,7 @@ def classifier_sample(material: Material, rng):
         item = pool[rng.integers(len(pool))]
         source = (item.wave, item.flux, item.good)
         native_r = item.spectrum.meta["resolving_power"]
-        z = float(D.velocity_to_z(np.clip(rng.normal(0, 80), -600, 600)))
+        z = float(observation.velocity_to_z(np.clip(rng.normal(0, 80), -600, 600)))
     elif choice == len(star_classes):
         label = "emission_line_star"
         real = [i for i in material.labelled if i.label == label]
@@ -192,11 +191,11 @@ def classifier_sample(material: Material, rng):
             source = (item.wave, item.flux, item.good)
         else:
             host = material.emission_hosts[rng.integers(len(material.emission_hosts))]
-            t = D.emission_star(rng, host)
+            t = synthetic.emission_star(rng, host)
             source = (t.wave, t.flux, t.good)
             item = host
         native_r = item.spectrum.meta["resolving_power"]
-        z = float(D.velocity_to_z(np.clip(rng.normal(0, 80), -600, 600)))
+        z = float(observation.velocity_to_z(np.clip(rng.normal(0, 80), -600, 600)))
     elif choice == len(star_classes) + 1:
         label = "galaxy"
         g = material.galaxies[rng.integers(len(material.galaxies))]
@@ -206,17 +205,17 @@ def classifier_sample(material: Material, rng):
         label = "qso"
         z, q = material.qsos[rng.integers(len(material.qsos))]
         source, native_r = material.qso_source(q), None
-    obs = D.random_observation(rng, z=z, strength=strength, native_r=native_r,
+    obs = observation.random_observation(rng, z=z, strength=strength, native_r=native_r,
                                snr_range=(cfg.clf_min_snr, 300.0))
     flux, weight = material.observed(source, obs, native_r)
-    if label in D.STAR_CLASSES:
-        soft = D.ordinal_target(item)
+    if label in catalogue.STAR_CLASSES:
+        soft = catalogue.ordinal_target(item)
     else:
-        soft = np.zeros(len(D.CLASSES), np.float32)
-        soft[CLASS_INDEX[label]] = 1.0
-    params, known = (D.standard_parameters(item) if label in D.CLASSES[:8]
+        soft = np.zeros(len(catalogue.CLASSES), np.float32)
+        soft[catalogue.CLASS_INDEX[label]] = 1.0
+    params, known = (catalogue.standard_parameters(item) if label in catalogue.CLASSES[:8]
                      else (np.zeros(3, np.float32), np.zeros(3, np.float32)))
-    return flux, weight, CLASS_INDEX[label], soft, params, known
+    return flux, weight, catalogue.CLASS_INDEX[label], soft, params, known
 
 
 class Pool:
@@ -290,7 +289,7 @@ def _step(model, optimiser, schedule, loss):
 
 def high_pass(x, mask):
     """x minus its coverage-weighted running mean (the line pattern)."""
-    from models.nets import LINE_HALF_WINDOW, box_mean
+    from retrspect.models.nets import LINE_HALF_WINDOW, box_mean
     return (x - box_mean(x, mask, LINE_HALF_WINDOW)) * mask
 
 
@@ -372,7 +371,7 @@ def standardise_latent(model, items):
     """Set the VAE's published-latent standardisation from the training
     stars (train split, as ingest would prepare them; no labels)."""
     train_stars = [i for i in items if i.kind == "star" and i.split == "train"]
-    pairs = [D.prepare_observed(i.spectrum) for i in train_stars]
+    pairs = [observation.prepare_observed(i.spectrum) for i in train_stars]
     flux = np.stack([f for f, _ in pairs])
     weight = np.stack([w for _, w in pairs])
     with torch.inference_mode():
@@ -399,7 +398,7 @@ def train_classifier(items, cfg: TrainConfig, *, epochs=None, pool=None, progres
     epochs = cfg.clf_epochs if epochs is None else epochs
     size = cfg.clf_pool if pool is None else pool
     samples = Pool(lambda: classifier_sample(material, rng), size, cfg.clf_refresh, rng, "clf")
-    model = SpectrumClassifier(MODEL_GRID.npix, n_classes=len(D.CLASSES), heads=cfg.heads,
+    model = SpectrumClassifier(MODEL_GRID.npix, n_classes=len(catalogue.CLASSES), heads=cfg.heads,
                                channels=cfg.clf_channels, aux_outputs=3 if cfg.clf_aux else 0)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     schedule = _one_cycle(optimiser, cfg, epochs, size)
@@ -471,15 +470,15 @@ def validation_set(items, cfg, rng, n_augmented=3, synthetic=False):
                                                    "qso_templates": n_synthetic}), split="val")
     flux, weight, labels = [], [], []
     for item in material.labelled:
-        f, w = D.prepare_observed(item.spectrum)
-        flux.append(f), weight.append(w), labels.append(CLASS_INDEX[item.label])
+        f, w = observation.prepare_observed(item.spectrum)
+        flux.append(f), weight.append(w), labels.append(catalogue.CLASS_INDEX[item.label])
         for _ in range(n_augmented):
-            obs = D.random_observation(rng, z=float(D.velocity_to_z(rng.normal(0, 80))),
+            obs = observation.random_observation(rng, z=float(observation.velocity_to_z(rng.normal(0, 80))),
                                        strength=float(rng.uniform(0.2, 1.0)),
                                        native_r=item.spectrum.meta["resolving_power"])
             f, w = material.observed((item.wave, item.flux, item.good), obs,
                                      item.spectrum.meta["resolving_power"])
-            flux.append(f), weight.append(w), labels.append(CLASS_INDEX[item.label])
+            flux.append(f), weight.append(w), labels.append(catalogue.CLASS_INDEX[item.label])
     for kind, pool in ((("galaxy", material.galaxies), ("qso", material.qsos))
                        if synthetic else ()):
         for entry in pool:
@@ -487,9 +486,9 @@ def validation_set(items, cfg, rng, n_augmented=3, synthetic=False):
                 t, z = entry, float(rng.uniform(0, 0.3))
             else:
                 z, t = entry
-            obs = D.random_observation(rng, z=z, strength=float(rng.uniform(0.2, 1.0)))
+            obs = observation.random_observation(rng, z=z, strength=float(rng.uniform(0.2, 1.0)))
             f, w = material.observed((t.wave, t.flux, t.good), obs)
-            flux.append(f), weight.append(w), labels.append(CLASS_INDEX[kind])
+            flux.append(f), weight.append(w), labels.append(catalogue.CLASS_INDEX[kind])
     return np.array(flux), np.array(weight), np.array(labels)
 
 

@@ -20,8 +20,9 @@ import math
 
 import numpy as np
 
-from ingest.preprocess import C_KMS, MODEL_GRID, Grid, prepare_arrays
-from models import data as D
+from retrspect.ingest.preprocess import C_KMS, MODEL_GRID, Grid, prepare_arrays
+from retrspect.models import synthetic
+from retrspect.models.observation import OI_SKY_LINES
 
 #: Shift ranges per kind, in coarse pixels (pool * grid pixels); see
 #: :func:`kind_ranges`.
@@ -34,7 +35,7 @@ HALF_WINDOW = 50
 #: Strong night-sky emission lines ([O I] 5577, 6300, 6364; vacuum A): their
 #: subtraction residuals are the sharpest features in many survey spectra
 #: and would otherwise pass for redshifted emission lines.
-SKY_LINES = (5578.9, 6302.0, 6365.5)
+SKY_LINES = tuple(centre for centre, _ in OI_SKY_LINES)
 SKY_HALF_WIDTH = 6.0
 
 
@@ -163,25 +164,25 @@ def build_kind(name, sources, k, rng, grid=MODEL_GRID, *, pool=POOL,
 def build_scanner(items, rng, *, n_star=24, n_galaxy=8, n_qso=2, n_synthetic=200,
                   grid=MODEL_GRID, progress=None):
     """Build and return a :class:`~models.nets.VelocityScanner` and its summary."""
-    from models.nets import VelocityScanner
+    from retrspect.models.nets import VelocityScanner
     stars = [(i.wave, i.flux, i.good, i.spectrum.meta["resolving_power"])
              for i in items if i.kind == "star" and i.split == "train"]
     kinds = [build_kind("star", stars, n_star, rng, grid)]
     if progress:
         progress("star templates")
-    ssps = [t for t in D.ssp_library() if not t.name.startswith("bpass")]
+    ssps = [t for t in synthetic.ssp_library() if not t.name.startswith("bpass")]
     galaxies = []
     for _ in range(n_synthetic):
         # one kinematic component: k-means centres for redshifts, where a
         # second (offset, broad) one would only blur the lines
-        g = D.synthetic_galaxy(rng, ssps, emission=rng.random() < 0.5, second_component=False)
+        g = synthetic.synthetic_galaxy(rng, ssps, emission=rng.random() < 0.5, second_component=False)
         galaxies.append((g.wave, g.flux, g.good, None))
     kinds.append(build_kind("galaxy", galaxies, n_galaxy, rng, grid))
     if progress:
         progress("galaxy templates")
     qsos = []
     for _ in range(n_synthetic // 2):
-        q = D.synthetic_qso(rng, float(rng.uniform(0.3, 4.5)))
+        q = synthetic.synthetic_qso(rng, float(rng.uniform(0.3, 4.5)))
         qsos.append((q.wave, q.flux, q.good, None))
     kinds.append(build_kind("qso", qsos, n_qso, rng, grid))
     if progress:

@@ -219,8 +219,8 @@
     <embeddedGrammar>
       <iterator>
         <code>
-          from ingest import dachs_import
-          yield from dachs_import.iter_import_rows(self.grammar.rd)
+          from retrspect.vo_services import grammars
+          yield from grammars.iter_import_rows(self.grammar.rd)
         </code>
       </iterator>
       <rowfilter procDef="//products#define">
@@ -266,15 +266,15 @@
     <embeddedGrammar>
       <iterator>
         <code>
-          from ingest import dachs_import
-          yield from dachs_import.iter_reembed_rows(self.grammar.rd)
+          from retrspect.vo_services import grammars
+          yield from grammars.iter_reembed_rows(self.grammar.rd)
         </code>
       </iterator>
     </embeddedGrammar>
     <make table="ml_results">
       <script type="newSource" lang="python" name="delete stale results">
-        from ingest import dachs_import
-        dachs_import.delete_stale_results(table, table.tableDef.rd)
+        from retrspect.vo_services import grammars
+        grammars.delete_stale_results(table, table.tableDef.rd)
       </script>
       <rowmaker idmaps="*">
         <ignoreOn><keyNull key="latent_model"/></ignoreOn>
@@ -340,8 +340,8 @@
     <embeddedGrammar>
       <iterator>
         <code>
-          from ingest import dachs_import
-          yield from dachs_import.iter_sdm_rows(self.sourceToken)
+          from retrspect.vo_services import grammars
+          yield from grammars.iter_sdm_rows(self.sourceToken)
         </code>
       </iterator>
     </embeddedGrammar>
@@ -350,7 +350,7 @@
         <apply procDef="//ssap#feedSSAToSDM"/>
         <apply name="flux_unit_of_this_spectrum">
           <code>
-            from vo_services import sdm
+            from retrspect.vo_services import sdm
             sdm.set_flux_unit(targetTable,
               vars["parser_"].sourceToken["ssa_fluxunit"] or "")
           </code>
@@ -486,7 +486,7 @@
       </outputTable>
       <coreProc>
         <code>
-          from vo_services import byexample
+          from retrspect.vo_services import byexample
           return byexample.run_core(self, inputTable, queryMeta)
         </code>
       </coreProc>

@@ -51,4 +51,4 @@ PY
 done
 # Load retrspect's DaCHS extensions into every process of this venv.
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-echo 'import vo_services.dachs_hook as h; h.install()' > "$site/retrspect_dachs_hook.pth"
+echo 'import retrspect.vo_services.dachs_hook as h; h.install()' > "$site/retrspect_dachs_hook.pth"

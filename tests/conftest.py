@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from vo_services import server
+from retrspect.vo_services import server
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +74,7 @@ def scratch_latents():
     their own schema, are made once and kept (a second run reuses them).
     """
     from gavo import base
-    from vo_services.similarity import latent_column
+    from retrspect.vo_services.similarity import latent_column
     ops = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops"}[
         latent_column().metric]
     conn = base.getDBConnection("admin")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.preprocess import Grid
+from retrspect.ingest.preprocess import Grid
 
 LABELS = ["O", "B", "A", "F", "G", "K", "M", "emission_line_star", "galaxy",
           "qso"]

@@ -11,9 +11,9 @@ import pytest
 from astropy import units as u
 from astropy.io.votable import parse_single_table
 
-from ingest.sources import read_source, served_arrays
-from ingest.bundled import bundled_sources
-from vo_services.client import nearest_spectra
+from retrspect.ingest.sources import read_source, served_arrays
+from retrspect.ingest.bundled import bundled_sources
+from retrspect.vo_services.client import nearest_spectra
 
 QUERY_ID = "miles_m0028"
 
@@ -107,7 +107,7 @@ def test_bad_uploads_get_a_clear_error(base_url, tmp_path, content, message):
 
 def test_oversized_upload_is_refused(base_url, tmp_path):
     import pyvo
-    from vo_services.byexample import MAX_UPLOAD_BYTES
+    from retrspect.vo_services.byexample import MAX_UPLOAD_BYTES
     path = tmp_path / "huge.csv"
     with open(path, "wb") as stream:
         stream.write(b"wavelength [Angstrom], flux\n")

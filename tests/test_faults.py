@@ -1,6 +1,6 @@
 """Faults during ingest and service, on the real stack.
 
-Ingest faults run against the bench schema (retrspect_bench, made from the
+Ingest faults run against the bench_tools schema (retrspect_bench, made from the
 demo's own RD) so the demo's tables are never at risk: the import is killed
 with SIGKILL at random points, PostgreSQL is restarted under it, and its
 tables are put on a tablespace on a 1 MB tmpfs so the disk fills.  After
@@ -17,24 +17,17 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import psql
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
-from bench_ingest import make_files  # noqa: E402
-from common import BENCH_RD, VENV_BIN, dachs, write_bench_rd  # noqa: E402
-
 N_FILES = 1200
 TMPFS = Path("/mnt/retrspect_full")
 
 
-def _counts() -> tuple[int, int, int]:
-    """(raw rows, distinct obs_ids, ML rows) in the bench tables."""
+def _counts(psql) -> tuple[int, int, int]:
+    """(raw rows, distinct obs_ids, ML rows) in the bench_tools tables."""
     if psql("SELECT to_regclass('retrspect_bench.raw_data')") == "":
         return 0, 0, 0
     raw, distinct = psql("SELECT COUNT(*), COUNT(DISTINCT obs_id) FROM "
@@ -43,12 +36,12 @@ def _counts() -> tuple[int, int, int]:
     return int(raw), int(distinct), int(ml)
 
 
-def _start_import(extra_env: dict | None = None) -> subprocess.Popen:
-    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}",
+def _start_import(bench_tools, extra_env: dict | None = None) -> subprocess.Popen:
+    env = dict(os.environ, PATH=f"{bench_tools.VENV_BIN}:{os.environ['PATH']}",
                **(extra_env or {}))
     return subprocess.Popen(
-        ["runuser", "-u", "dachsroot", "--", str(VENV_BIN / "dachs"), "imp",
-         BENCH_RD], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        ["runuser", "-u", "dachsroot", "--", str(bench_tools.VENV_BIN / "dachs"),
+         "imp", bench_tools.BENCH_RD], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         encoding="utf-8", errors="replace", start_new_session=True)
 
 
@@ -62,59 +55,60 @@ def _wait_for_postgres(timeout: float = 60) -> None:
 
 
 @pytest.fixture(scope="module")
-def bench_files():
-    root = make_files(N_FILES)
-    write_bench_rd(root)
+def bench_files(bench_tools):
+    root = bench_tools.make_files(N_FILES)
+    bench_tools.write_bench_rd(root)
     yield root
-    dachs("drop", BENCH_RD, check=False)
+    bench_tools.dachs("drop", bench_tools.BENCH_RD, check=False)
 
 
 @pytest.fixture
-def empty_bench(bench_files):
-    dachs("drop", BENCH_RD, check=False)
-    dachs("imp", BENCH_RD, "make_view", check=False)
-    assert _counts() == (0, 0, 0) or _counts()[0] == 0
+def empty_bench(bench_files, bench_tools, psql):
+    bench_tools.dachs("drop", bench_tools.BENCH_RD, check=False)
+    bench_tools.dachs("imp", bench_tools.BENCH_RD, "make_view", check=False)
+    assert _counts(psql) == (0, 0, 0) or _counts(psql)[0] == 0
     return bench_files
 
 
-def _complete_rerun() -> None:
-    result = dachs("imp", BENCH_RD)
-    raw, distinct, ml = _counts()
+def _complete_rerun(bench_tools, psql) -> None:
+    result = bench_tools.dachs("imp", bench_tools.BENCH_RD)
+    raw, distinct, ml = _counts(psql)
     assert raw == distinct == N_FILES, result.stdout[-2000:]
     # ML rows exactly where a VAE is installed (none without shipped models)
     assert ml in (0, N_FILES)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_sigkill_mid_import_leaves_tables_as_before(empty_bench, seed):
+def test_sigkill_mid_import_leaves_tables_as_before(empty_bench, seed, bench_tools,
+                                                     psql):
     delay = random.Random(seed).uniform(1.0, 4.0)
-    process = _start_import()
+    process = _start_import(bench_tools)
     time.sleep(delay)
     finished = process.poll() is not None
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    raw, distinct, ml = _counts()
+    raw, distinct, ml = _counts(psql)
     if finished:   # the import won the race: it must be complete
         assert raw == distinct == N_FILES
     else:          # killed: nothing of it is visible
         assert (raw, ml) == (0, 0), f"killed after {delay:.1f} s"
-    _complete_rerun()
+    _complete_rerun(bench_tools, psql)
 
 
-def test_database_restart_mid_import(empty_bench):
-    process = _start_import()
+def test_database_restart_mid_import(empty_bench, bench_tools, psql):
+    process = _start_import(bench_tools)
     time.sleep(2.0)
     subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main",
                     "restart", "-m", "fast"], check=True)
     _wait_for_postgres()
     output, _ = process.communicate(timeout=300)
-    raw, distinct, ml = _counts()
+    raw, distinct, ml = _counts(psql)
     assert raw in (0, N_FILES) and raw == distinct, output[-2000:]
-    _complete_rerun()
+    _complete_rerun(bench_tools, psql)
 
 
 @pytest.fixture
-def full_tablespace():
+def full_tablespace(bench_tools, psql):
     TMPFS.mkdir(exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
                     str(TMPFS)], check=True)
@@ -124,22 +118,22 @@ def full_tablespace():
         psql("GRANT CREATE ON TABLESPACE retrspect_full TO PUBLIC")
         yield "retrspect_full"
     finally:
-        dachs("drop", BENCH_RD, check=False)
+        bench_tools.dachs("drop", bench_tools.BENCH_RD, check=False)
         psql("DROP TABLESPACE IF EXISTS retrspect_full")
         subprocess.run(["umount", str(TMPFS)], check=False)
 
 
-def test_disk_full_mid_import(bench_files, full_tablespace):
-    dachs("drop", BENCH_RD, check=False)
+def test_disk_full_mid_import(bench_files, full_tablespace, bench_tools, psql):
+    bench_tools.dachs("drop", bench_tools.BENCH_RD, check=False)
     process = _start_import(
-        {"PGOPTIONS": f"-c default_tablespace={full_tablespace}"})
+        bench_tools, {"PGOPTIONS": f"-c default_tablespace={full_tablespace}"})
     output, _ = process.communicate(timeout=300)
     assert process.returncode != 0
     assert "No space left on device" in output or "could not extend" in output
-    raw, _, ml = _counts()
+    raw, _, ml = _counts(psql)
     assert (raw, ml) == (0, 0)
-    dachs("drop", BENCH_RD, check=False)
-    _complete_rerun()
+    bench_tools.dachs("drop", bench_tools.BENCH_RD, check=False)
+    _complete_rerun(bench_tools, psql)
 
 
 # ------------------------------------------------------------- service ----
@@ -162,7 +156,7 @@ def test_server_recovers_after_postgres_restart(tap):
     assert answers[-2:] == [before, before], answers
 
 
-def test_timed_out_query_is_cancelled_in_the_database(tap):
+def test_timed_out_query_is_cancelled_in_the_database(tap, psql):
     """An async job over its EXECUTIONDURATION is stopped, and its SQL no
     longer runs in PostgreSQL."""
     slow = ("SELECT COUNT(*) FROM retrspect.ml_results AS a, "

@@ -12,7 +12,7 @@ import pytest
 import sys
 from pathlib import Path
 from model_fixtures import write_test_models
-from ingest.infer import DEFAULT_MODEL_DIR
+from retrspect.ingest.infer import DEFAULT_MODEL_DIR
 
 
 def check(env: dict | None = None) -> tuple[int, dict]:

@@ -38,12 +38,12 @@ from hypothesis.extra.numpy import arrays
 
 import hostile_corpus
 from hostile_corpus import PASSWD_MARKERS
-from ingest import readers
-from ingest.bundled import package_dir
-from ingest.pipeline import IngestOptions, process_chunk
-from ingest.readers import read_spectra
-from ingest.spectrum import ReaderError
-from vo_services.similarity import (
+from retrspect.ingest.readers import safety as readers
+from retrspect.ingest.bundled import package_dir
+from retrspect.ingest.pipeline import IngestOptions, process_chunk
+from retrspect.ingest.readers import read_spectra
+from retrspect.ingest.errors import ReaderError
+from retrspect.vo_services.similarity import (
     FLOAT32_MAX,
     VectorLiteralError,
     parse_vector_literal,
@@ -350,7 +350,7 @@ def test_search_by_example_refuses_every_hostile_upload(base_url, corpus,
                                                         secret, canary,
                                                         watchdog):
     import requests
-    from vo_services.byexample import MAX_UPLOAD_BYTES
+    from retrspect.vo_services.byexample import MAX_UPLOAD_BYTES
 
     rss_before, hwm_before = _server_memory()
     failures, sent = [], 0
@@ -414,7 +414,7 @@ def test_hostile_upload_name_is_escaped(base_url):
     "255.255.255.255", "::1", "::", "fe80::1%eth0", "fc00::1",
     "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::7f00:1", "ff02::1"])
 def test_non_public_addresses_are_refused(address):
-    from vo_services.uploads import UploadRefused, check_address
+    from retrspect.vo_services.uploads import UploadRefused, check_address
     with pytest.raises(UploadRefused, match="not a public internet address"):
         check_address(address)
 
@@ -422,7 +422,7 @@ def test_non_public_addresses_are_refused(address):
 @pytest.mark.parametrize("address", [
     "8.8.8.8", "193.196.39.1", "2001:4860:4860::8888", "::ffff:8.8.8.8"])
 def test_public_addresses_pass(address):
-    from vo_services.uploads import check_address
+    from retrspect.vo_services.uploads import check_address
     check_address(address)
 
 
@@ -436,7 +436,7 @@ def test_public_addresses_pass(address):
 def test_upload_urls_refused_in_process(url, reason):
     from gavo import base
 
-    from vo_services.uploads import open_public_url
+    from retrspect.vo_services.uploads import open_public_url
     with pytest.raises(base.ValidationError, match=re.escape(reason)):
         open_public_url(url)
 

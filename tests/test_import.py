@@ -24,7 +24,7 @@ RETRSPECT = str(Path(sys.executable).parent / "retrspect")
 
 
 def _stelib_file() -> Path:
-    from ingest.bundled import bundled_sources
+    from retrspect.ingest.bundled import bundled_sources
     return next(s.path for s in bundled_sources() if s.collection == "STELIB")
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest import infer, pipeline, preprocess
-from ingest.bundled import bundled_sources
+from retrspect.ingest import infer, pipeline, preprocess
+from retrspect.ingest.bundled import bundled_sources
 from model_fixtures import TEST_GRID, run_directly, write_test_models
 
 
@@ -31,7 +31,7 @@ def test_provider_falls_back_to_cpu_with_one_clear_line(model_dir):
     say why in one log line, and onnxruntime prints no error block."""
     code = ("import logging, sys\n"
             "logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
-            "from ingest.infer import ModelSet, choose_providers\n"
+            "from retrspect.ingest.infer import ModelSet, choose_providers\n"
             f"models = ModelSet.load({str(model_dir)!r})\n"
             "print(models.models['vae'].session.get_providers())\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True,
@@ -81,7 +81,7 @@ def test_chunk_values_equal_direct_onnx(model_dir, stelib_files, tmp_path):
     assert [name for name, _ in result.skipped] == [str(broken)[1:]]
     assert len(result.rows) == 4
 
-    from ingest.sources import read_source
+    from retrspect.ingest.sources import read_source
     spectra = [s for f in stelib_files[:4] for s in read_source(f)]
     flux, weight = preprocess.prepare_batch(spectra, TEST_GRID)
     paths = {p.name.split("-")[0]: p for p in model_dir.glob("*.onnx")}

@@ -20,12 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import psql, sql
-from model_fixtures import write_test_models
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
-from bench_ingest import make_files  # noqa: E402
-from common import BENCH_RD, VENV_BIN, dachs, write_bench_rd  # noqa: E402
 
 N_FILES = 1200
 
@@ -37,8 +31,8 @@ def test_every_spectrum_has_ml_results(tap, db):
     redshift and anomaly exactly where it covers at least half of the
     models' grid, NULL (never NaN) below: NGC 4151's far-UV and XQ100's
     near-IR spectra cover nothing of it (issue 11)."""
-    from ingest.infer import DEFAULT_MODEL_DIR, load_model
-    from ingest.preprocess import MIN_GRID_COVERAGE
+    from retrspect.ingest.infer import DEFAULT_MODEL_DIR, load_model
+    from retrspect.ingest.preprocess import MIN_GRID_COVERAGE
 
     grid = load_model(sorted(DEFAULT_MODEL_DIR.glob("vae-*.onnx"))[0]).grid
     lo, hi = grid.wavelength[0] * 1e-10, grid.wavelength[-1] * 1e-10
@@ -71,9 +65,9 @@ def test_tap_values_equal_onnx_run_directly(tap, db):
     """Latent, class probabilities and redshift of three spectra, as TAP
     serves them, against the installed models run by hand on the files."""
     import onnxruntime as ort
-    from ingest import preprocess
-    from ingest.sources import spectrum_of_row
-    from ingest.infer import DEFAULT_MODEL_DIR, load_model
+    from retrspect.ingest import preprocess
+    from retrspect.ingest.sources import spectrum_of_row
+    from retrspect.ingest.infer import DEFAULT_MODEL_DIR, load_model
 
     rows = sql(db, "SELECT obs_id, source_file, source_index FROM "
                    "retrspect.raw_data WHERE obs_id IN ('miles_m0028', "
@@ -116,7 +110,7 @@ def test_tap_values_equal_onnx_run_directly(tap, db):
 
 # ------------------------------------------------- on the bench schema ----
 
-def _bench_counts() -> tuple[int, int, str]:
+def _bench_counts(psql) -> tuple[int, int, str]:
     """(raw rows, ML rows, model ids); no table counts as empty."""
     if psql("SELECT to_regclass('retrspect_bench.ml_results')") == "":
         return 0, 0, ""
@@ -128,7 +122,7 @@ def _bench_counts() -> tuple[int, int, str]:
 
 
 @pytest.fixture(scope="module")
-def model_sets():
+def model_sets(write_test_models):
     # where the import, running as dachsroot, can read them
     root = Path("/var/tmp/retrspect-bench/test-models")
     subprocess.run(["rm", "-rf", str(root)], check=True)
@@ -142,46 +136,47 @@ def model_sets():
 
 
 @pytest.fixture(scope="module")
-def bench(model_sets):
-    write_bench_rd(make_files(N_FILES))
-    yield
-    dachs("drop", BENCH_RD, check=False)
+def bench(model_sets, bench_tools):
+    bench_tools.write_bench_rd(bench_tools.make_files(N_FILES))
+    yield bench_tools
+    bench_tools.dachs("drop", bench_tools.BENCH_RD, check=False)
 
 
-def _import(model_dir: Path, *dds: str, check=True):
-    return dachs("imp", BENCH_RD, *dds,
-                 env={"RETRSPECT_MODEL_DIR": str(model_dir)}, check=check)
+def _import(bench, model_dir: Path, *dds: str, check=True):
+    return bench.dachs("imp", bench.BENCH_RD, *dds,
+                       env={"RETRSPECT_MODEL_DIR": str(model_dir)}, check=check)
 
 
-def test_wrong_latent_dimension_is_refused_before_writing(bench, model_sets):
-    dachs("drop", BENCH_RD, check=False)
-    result = _import(model_sets["dim16"], check=False)
+def test_wrong_latent_dimension_is_refused_before_writing(bench, model_sets,
+                                                          psql):
+    bench.dachs("drop", bench.BENCH_RD, check=False)
+    result = _import(bench, model_sets["dim16"], check=False)
     output = result.stdout + result.stderr
     assert "latent dimension 16" in output and "vector(32)" in output
-    assert _bench_counts()[:2] == (0, 0)
+    assert _bench_counts(psql)[:2] == (0, 0)
 
 
-def test_reembed_swaps_model_versions_atomically(bench, model_sets):
-    dachs("drop", BENCH_RD, check=False)
-    _import(model_sets["v1"])
-    raw, ml, models = _bench_counts()
+def test_reembed_swaps_model_versions_atomically(bench, model_sets, psql):
+    bench.dachs("drop", bench.BENCH_RD, check=False)
+    _import(bench, model_sets["v1"])
+    raw, ml, models = _bench_counts(psql)
     assert raw == ml == N_FILES and models.startswith("vae-1.0.0-")
 
     # a re-embedding with v2, killed half-way: v1 results stay, complete
-    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}",
+    env = dict(os.environ, PATH=f"{bench.VENV_BIN}:{os.environ['PATH']}",
                RETRSPECT_MODEL_DIR=str(model_sets["v2"]))
     process = subprocess.Popen(
-        ["runuser", "-u", "dachsroot", "--", str(VENV_BIN / "dachs"), "imp",
-         BENCH_RD, "reembed"], env=env, stdout=subprocess.DEVNULL,
+        ["runuser", "-u", "dachsroot", "--", str(bench.VENV_BIN / "dachs"),
+         "imp", bench.BENCH_RD, "reembed"], env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True)
     time.sleep(2.5)
     assert process.poll() is None, "re-embedding finished before the kill"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert _bench_counts() == (N_FILES, N_FILES, models)
+    assert _bench_counts(psql) == (N_FILES, N_FILES, models)
 
-    _import(model_sets["v2"], "reembed")
-    raw, ml, new_models = _bench_counts()
+    _import(bench, model_sets["v2"], "reembed")
+    raw, ml, new_models = _bench_counts(psql)
     assert raw == ml == N_FILES and new_models.startswith("vae-2.0.0-")
     classes = psql("SELECT COUNT(*) FROM retrspect_bench.ml_results WHERE "
                     "class_model NOT LIKE 'classifier-2.0.0-%' OR "

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from ingest.infer import DEFAULT_MODEL_DIR, ModelSet
-from ingest.preprocess import MIN_GRID_COVERAGE
+from retrspect.ingest.infer import DEFAULT_MODEL_DIR, ModelSet
+from retrspect.ingest.preprocess import MIN_GRID_COVERAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 #: how the README names each metric

@@ -12,21 +12,40 @@ import numpy as np
 import pytest
 import torch
 
-from ingest import preprocess
-from ingest.preprocess import MODEL_GRID, Grid
-from models import analysis as A
-from models import data as D
-from models import evaluate as E
-from models import export as X
-from models import train as T
-from models.nets import SpectrumClassifier, SpectrumVAE
+from retrspect.ingest import contract, preprocess
+from retrspect.ingest.errors import ModelError
+from retrspect.ingest.infer import load_model
+from retrspect.ingest.preprocess import MODEL_GRID, Grid
+from retrspect.models import analysis as A
+from retrspect.models import catalogue
+from retrspect.models import observation
+from retrspect.models import synthetic
+from retrspect.models import evaluate as E
+from retrspect.models import export as X
+from retrspect.models import train as T
+from retrspect.models.nets import SpectrumClassifier, SpectrumVAE
+
+
+def _session(path):
+    return load_model(path, threads=2).session
+
+
+def _check(path, **expected):
+    """The contract's checks: load (content hash included), then fit."""
+    model = load_model(path, threads=1)
+    contract.check_fits(model.description, **expected)
+    return model.info
+
 
 torch.set_num_threads(2)
+
+#: the checkout these tests belong to (the code under test is installed)
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def items():
-    return D.load_catalogue()
+    return catalogue.load_catalogue()
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +64,7 @@ def tiny_config():
 
 
 @pytest.fixture(scope="module")
-def test_spectra(items):
+def held_out_spectra(items):
     chosen = [i for i in items if i.split == "test"][::12] + \
         [i for i in items if i.kind != "star"]
     return E.prepared(chosen)
@@ -68,14 +87,14 @@ def test_splits_are_by_star_and_never_straddle(items):
 
 
 def test_star_identity_normalises_names():
-    assert D.star_identity("HD002857", "x") == D.star_identity("HD 2857", "y") == "HD2857"
-    assert D.star_identity("BD+012916", "x") == "BD+12916"
-    assert D.star_identity(None, "miles_m0001") == "miles_m0001"
+    assert catalogue.star_identity("HD002857", "x") == catalogue.star_identity("HD 2857", "y") == "HD2857"
+    assert catalogue.star_identity("BD+012916", "x") == "BD+12916"
+    assert catalogue.star_identity(None, "miles_m0001") == "miles_m0001"
 
 
 def test_main_class_and_emission_labels(items):
-    assert D.main_class("sdF5") == "F" and D.main_class("K4III") == "K"
-    assert D.main_class("WN") is None and D.main_class("DA:") is None
+    assert catalogue.main_class("sdF5") == "F" and catalogue.main_class("K4III") == "K"
+    assert catalogue.main_class("WN") is None and catalogue.main_class("DA:") is None
     by_name = {i.spectrum.meta["target_name"]: i for i in items
                if i.collection == "STELIB"}
     # HD 33133 is a WN star with strong H-alpha / He II emission
@@ -84,40 +103,40 @@ def test_main_class_and_emission_labels(items):
 
 def test_ordinal_target_follows_the_subclass(items):
     item = next(i for i in items if i.label == "G")
-    item = D.Item(spectrum=item.spectrum, kind="star", star_id="x", label="G")
-    g, k, f = (D.CLASSES.index(c) for c in "GKF")
+    item = catalogue.Item(spectrum=item.spectrum, kind="star", star_id="x", label="G")
+    g, k, f = (catalogue.CLASSES.index(c) for c in "GKF")
     for mk, want in (("G8III", {g: 0.65, k: 0.35}), ("G5V", {g: 0.95, k: 0.05}),
                      ("G", {g: 1.0})):
         item.spectrum.meta["mk_type"] = mk
-        target = D.ordinal_target(item)
-        expected = np.zeros(len(D.CLASSES))
+        target = catalogue.ordinal_target(item)
+        expected = np.zeros(len(catalogue.CLASSES))
         for n, v in want.items():
             expected[n] = v
         assert np.allclose(target, expected, atol=1e-6), mk
     item.spectrum.meta["mk_type"] = "G0V"
-    assert D.ordinal_target(item)[f] == pytest.approx(0.45)
+    assert catalogue.ordinal_target(item)[f] == pytest.approx(0.45)
 
 
 def test_label_consistency_rule():
     def star(label, teff):
-        return D.Item(spectrum=None, kind="star", star_id="x", label=label, teff=teff)
-    assert D.teff_class(5800) == "G" and D.teff_class(40000) == "O" and D.teff_class(3000) == "M"
-    assert not D.label_consistent(star("B", 6200))        # 'B5' at 6200 K: F by Teff
-    assert D.label_consistent(star("G", 4850))            # G8 giant at 4850 K: K, one off
-    assert D.label_consistent(star("K", None))
-    assert D.label_consistent(star("emission_line_star", 30000))
+        return catalogue.Item(spectrum=None, kind="star", star_id="x", label=label, teff=teff)
+    assert catalogue.teff_class(5800) == "G" and catalogue.teff_class(40000) == "O" and catalogue.teff_class(3000) == "M"
+    assert not catalogue.label_consistent(star("B", 6200))        # 'B5' at 6200 K: F by Teff
+    assert catalogue.label_consistent(star("G", 4850))            # G8 giant at 4850 K: K, one off
+    assert catalogue.label_consistent(star("K", None))
+    assert catalogue.label_consistent(star("emission_line_star", 30000))
 
 
 def test_forest_matches_the_observed_mean_transmission():
     rng = np.random.default_rng(3)
-    wave = D.fine_wavelength(900, 1300)
+    wave = synthetic.fine_wavelength(900, 1300)
     z = 3.5
     sel = (wave > 1040) & (wave < 1185)
     target = np.mean(np.exp(-0.0018 * (wave[sel] * (1 + z) / 1215.67) ** 3.92))
     tau = np.zeros_like(wave)
     for centre in np.linspace(1040, 1185, 300):
-        D._add_tau(tau, wave, centre, 0.5, 30.0)
-    scaled = np.exp(-D.forest_scale(wave, tau, z) * tau)
+        synthetic._add_tau(tau, wave, centre, 0.5, 30.0)
+    scaled = np.exp(-synthetic.forest_scale(wave, tau, z) * tau)
     assert np.mean(scaled[sel]) == pytest.approx(target, abs=1e-3)
     assert np.mean(np.exp(-tau[sel])) > target + 0.05     # unscaled was too thin
 
@@ -144,7 +163,7 @@ def test_vae_supervision_ties_the_first_latents_to_parameters(small, tiny_config
 
 
 def test_cli_module_entry_point_refuses_unknown_commands(capsys):
-    from models import cli
+    from retrspect.models import cli
     assert cli.main([]) == 2 and cli.main(["bogus"]) == 2
     assert "usage" in capsys.readouterr().out
 
@@ -152,12 +171,12 @@ def test_cli_module_entry_point_refuses_unknown_commands(capsys):
 def test_benchmark_commands_say_what_is_missing(tmp_path, capsys):
     """`retrspect benchmark models` without checkpoints says to train first;
     a benchmark outside a checkout names the script it looked for."""
-    from ingest import cli as ingest_cli
-    from models import cli
+    from retrspect.models import cli
+    from retrspect.vo_services import cli as retrspect_cli
     shipped = Path(cli.__file__).resolve().parent
     with pytest.raises(RuntimeError, match="run `retrspect train` first"):
         cli.benchmark(["--workdir", str(tmp_path), "--models-dir", str(shipped)])
-    assert ingest_cli.main(["benchmark", "--repo", str(tmp_path), "knn"]) == 1
+    assert retrspect_cli.main(["benchmark", "--repo", str(tmp_path), "knn"]) == 1
     assert str(tmp_path / "tests" / "benchmarks" / "bench_knn.py") in capsys.readouterr().err
 
 
@@ -166,8 +185,8 @@ def test_model_commands_write_to_the_checkout_never_the_installed_package(
     """export, analyse and benchmark default to models/ of the checkout they
     run in; outside a checkout they refuse rather than write into the
     installed package that ingest and the server load."""
-    from models import cli
-    repo = Path(cli.__file__).resolve().parents[1]
+    from retrspect.models import cli
+    repo = CHECKOUT
     assert cli.checkout_models_dir(repo / "tests") == repo / "models"
     assert cli.checkout_models_dir(tmp_path) is None
     monkeypatch.chdir(tmp_path)
@@ -181,7 +200,7 @@ def test_model_commands_write_to_the_checkout_never_the_installed_package(
 
 
 def test_export_without_checkpoints_writes_nothing(tmp_path, capsys):
-    from models import cli
+    from retrspect.models import cli
     out = tmp_path / "models"
     out.mkdir()
     assert cli.export(["--workdir", str(tmp_path / "empty"), "--out", str(out)]) == 1
@@ -192,13 +211,13 @@ def test_export_without_checkpoints_writes_nothing(tmp_path, capsys):
 def test_classifier_metrics_count_errors_the_catalogue_teff_supports(items):
     """A classifier that always says K: its wrong answers the catalogue Teff
     backs are exactly the non-K held-out stars whose Teff is K-like."""
-    k = D.CLASSES.index("K")
+    k = catalogue.CLASSES.index("K")
 
     class AlwaysK(torch.nn.Module):
         temperature = torch.ones(())
 
         def forward(self, flux, weight):
-            p = torch.zeros(flux.shape[0], len(D.CLASSES))
+            p = torch.zeros(flux.shape[0], len(catalogue.CLASSES))
             p[:, k] = 1.0
             return p, torch.zeros(flux.shape[0])
 
@@ -206,7 +225,7 @@ def test_classifier_metrics_count_errors_the_catalogue_teff_supports(items):
     stars = [i for i in items if i.kind == "star" and i.split == "val" and i.label]
     assert m["n_test_stars"] == len(stars)
     assert m["test_star_accuracy"] == pytest.approx(np.mean([i.label == "K" for i in stars]))
-    expected = sum(1 for i in stars if i.label != "K" and D.teff_class(i.teff) == "K")
+    expected = sum(1 for i in stars if i.label != "K" and catalogue.teff_class(i.teff) == "K")
     assert expected > 0 and m["errors_backed_by_catalogue_teff"] == expected
     assert m["real_galaxies_and_qsos"] == []
 
@@ -274,13 +293,13 @@ def test_classifier_one_epoch_lowers_the_loss(small, tiny_config):
     assert nll(model) < nll(untrained)
 
 
-def test_save_then_load_gives_identical_outputs(tmp_path, test_spectra):
+def test_save_then_load_gives_identical_outputs(tmp_path, held_out_spectra):
     torch.manual_seed(0)
     model = SpectrumVAE(MODEL_GRID.npix, latent_dim=8).eval()
     path = T.save_checkpoint(tmp_path / "vae.pt", model, name="vae", config={},
                              history=[], metrics={"x": 1.0})
     again = T.load_checkpoint(path)
-    flux, weight = (torch.as_tensor(a[:16]) for a in test_spectra)
+    flux, weight = (torch.as_tensor(a[:16]) for a in held_out_spectra)
     with torch.inference_mode():
         for a, b in zip(model(flux, weight), again["model"](flux, weight)):
             assert torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
@@ -302,15 +321,15 @@ def exported(tmp_path_factory):
         "vae": X.export(vae, "vae", MODEL_GRID, out, metrics={"a": 1},
                         extra={"latent_dim": 16, "metric": "l2"}),
         "classifier": X.export(clf, "classifier", MODEL_GRID, out,
-                               extra={"labels": json.dumps(list(D.CLASSES))}),
+                               extra={"labels": json.dumps(list(catalogue.CLASSES))}),
     }
     return {"vae": (vae, paths["vae"]), "classifier": (clf, paths["classifier"])}
 
 
 @pytest.mark.parametrize("name", ["vae", "classifier"])
-def test_onnx_equals_torch(exported, test_spectra, name):
+def test_onnx_equals_torch(exported, held_out_spectra, name):
     model, path = exported[name]
-    flux, weight = test_spectra
+    flux, weight = held_out_spectra
     diffs = X.compare_with_torch(model, path, flux, weight)
     assert max(v for k, v in diffs.items() if k != "max_relative") < 1e-4 or \
         diffs["max_relative"] < 1e-4
@@ -321,7 +340,7 @@ def test_export_name_is_content_hash_and_metadata_complete(exported):
     _, path = exported["vae"]
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     assert path.name == f"vae-{digest}.onnx"
-    meta = X.read_metadata(path)
+    meta = load_model(path).metadata
     for key in ("model", "version", "grid", "normalisation", "opset", "training_data",
                 "source_commit", "metrics", "latent_dim", "metric"):
         assert key in meta, key
@@ -332,27 +351,27 @@ def test_export_name_is_content_hash_and_metadata_complete(exported):
 
 def test_mismatched_grid_or_dimension_is_refused(exported):
     _, path = exported["vae"]
-    assert X.check(path, kind="vae", grid=MODEL_GRID, latent_dim=16)["latent_dim"] == 16
-    with pytest.raises(X.ModelMismatch, match="latent dimension 16 does not match the expected 32"):
-        X.check(path, latent_dim=32)
+    assert _check(path, kind="vae", grid=MODEL_GRID, latent_dim=16)["latent_dim"] == 16
+    with pytest.raises(ModelError, match="latent dimension 16 does not match the expected 32"):
+        _check(path, latent_dim=32)
     other = Grid.spanning(3800.0, 9000.0, 1024)
-    with pytest.raises(X.ModelMismatch, match="does not match the expected grid"):
-        X.check(path, grid=other)
-    with pytest.raises(X.ModelMismatch, match="expected 'classifier'"):
-        X.check(path, kind="classifier")
+    with pytest.raises(ModelError, match="does not match the expected grid"):
+        _check(path, grid=other)
+    with pytest.raises(ModelError, match="expected 'classifier'"):
+        _check(path, kind="classifier")
 
 
 def test_renamed_or_edited_file_is_refused(exported, tmp_path):
     _, path = exported["classifier"]
     copy = tmp_path / "classifier-000000000000.onnx"
     copy.write_bytes(path.read_bytes())
-    with pytest.raises(X.ModelMismatch, match="content hash"):
-        X.check(copy)
+    with pytest.raises(ModelError, match="content hash"):
+        _check(copy)
 
 
 def test_classifier_gives_uniform_probabilities_without_coverage(exported):
     model, path = exported["classifier"]
-    sess = X.session(path)
+    sess = _session(path)
     flux = np.zeros((2, MODEL_GRID.npix), np.float32)
     p, u = sess.run(None, {"flux": flux, "weight": flux})
     assert np.allclose(p, 0.1, atol=1e-6)
@@ -374,45 +393,45 @@ def shipped_path(kind):
     ("classifier", ["probabilities", "uncertainty"]),
     ("velocity", ["redshift", "redshift_error"]),
 ])
-def test_shipped_model_contract(kind, outputs, test_spectra):
+def test_shipped_model_contract(kind, outputs, held_out_spectra):
     path = shipped_path(kind)
     assert path.stat().st_size < 5e6
-    meta = X.check(path, kind=kind, grid=MODEL_GRID)
+    meta = _check(path, kind=kind, grid=MODEL_GRID)
     assert meta["version"] == "1.0.0"
-    assert json.loads(X.read_metadata(path)["metrics"])
-    sess = X.session(path)
+    assert json.loads(load_model(path).metadata["metrics"])
+    sess = _session(path)
     assert [o.name for o in sess.get_outputs()] == outputs
     assert [i.name for i in sess.get_inputs()] == ["flux", "weight"]
-    flux, weight = test_spectra
+    flux, weight = held_out_spectra
     got = sess.run(None, {"flux": flux[:5], "weight": weight[:5]})
     assert all(g.shape[0] == 5 for g in got)
     if kind == "vae":
         assert got[0].shape == (5, meta["latent_dim"]) and meta["metric"] in ("l2", "cosine")
         assert got[2].shape == (5, MODEL_GRID.npix)
     if kind == "classifier":
-        assert meta["labels"] == list(D.CLASSES)
+        assert meta["labels"] == list(catalogue.CLASSES)
         assert np.allclose(got[0].sum(1), 1.0, atol=1e-5)
 
 
 def test_shipped_velocity_recovers_an_injected_shift(items):
     path = shipped_path("velocity")
-    sess = X.session(path)
+    sess = _session(path)
     rng = np.random.default_rng(3)
     star = next(i for i in items if i.split == "test" and i.label == "G"
                 and i.collection == "MILES")
-    spectra = [D.observe(star.wave, star.flux, star.good,
-                         D.Observation(z=float(D.velocity_to_z(v)), snr=200, medium="air"),
+    spectra = [observation.observe(star.wave, star.flux, star.good,
+                         observation.Observation(z=float(observation.velocity_to_z(v)), snr=200, medium="air"),
                          rng, native_r=star.spectrum.meta["resolving_power"])
                for v in (-150.0, 0.0, 220.0)]
     flux, weight = preprocess.prepare_batch(spectra, MODEL_GRID)
     z, err = sess.run(None, {"flux": flux, "weight": weight})
-    v = D.z_to_velocity(z)
+    v = observation.z_to_velocity(z)
     assert np.allclose(v - v[1], [-150.0, 0.0, 220.0], atol=5.0)
     assert np.all((err * 299792.458 > 0.3) & (err * 299792.458 < 30))
 
 
 def test_shipped_velocity_finds_manga_redshifts(items):
-    sess = X.session(shipped_path("velocity"))
+    sess = _session(shipped_path("velocity"))
     manga = [i for i in items if i.collection == "MaNGA"]
     flux, weight = E.prepared(manga)
     z = sess.run(None, {"flux": flux, "weight": weight})[0]
@@ -421,12 +440,12 @@ def test_shipped_velocity_finds_manga_redshifts(items):
 
 
 def test_shipped_classifier_on_real_extragalactic_spectra(items):
-    sess = X.session(shipped_path("classifier"))
+    sess = _session(shipped_path("classifier"))
     others = [i for i in items if i.kind != "star"]
     flux, weight = E.prepared(others)
     p, u = sess.run(None, {"flux": flux, "weight": weight})
     covered = (weight > 0).mean(1) > 0.05
-    names = np.array(D.CLASSES)[p.argmax(1)]
+    names = np.array(catalogue.CLASSES)[p.argmax(1)]
     truth = np.array([i.label for i in others])
     # the MaNGA spaxels are galaxies (one at S/N ~2 per pixel may not be)
     manga = np.array([i.collection == "MaNGA" for i in others])
@@ -477,8 +496,8 @@ def test_user_copy_is_resampled_noisy_and_without_archive_knowledge(items):
 def test_shipped_vae_finds_user_copies_of_held_out_stars(items):
     """Search by example's promise on the shipped model: most user copies of
     held-out stars (2% noise) find their original first among all 1253."""
-    from models.report import OnnxModel, _TorchLike
-    vae = _TorchLike(OnnxModel(shipped_path("vae")))
+    from retrspect.models.report import _TorchLike
+    vae = _TorchLike(load_model(shipped_path("vae"), threads=2))
     figures = E.self_retrieval(vae, items, noises=(0.02,))["noise_0.02"]
     assert figures["n_queries"] > 300
     assert figures["first"] >= 0.85 and figures["top5"] >= 0.95
@@ -487,7 +506,7 @@ def test_shipped_vae_finds_user_copies_of_held_out_stars(items):
 def test_supervision_sweep_rule_keeps_search_by_example():
     """The lowest log g wins only among weights whose self-retrieval stays
     near the best: 30 has the best gravity but loses search by example."""
-    from models.cli import choose_supervision
+    from retrspect.models.cli import choose_supervision
 
     def row(weight, logg, first2, first5):
         return {"weight": weight, "val": {"logg_mae": logg, "self_retrieval_noise_0.02": first2,
@@ -503,8 +522,8 @@ def test_catalogue_parameter_baseline_scores_its_own_labels(items):
     """The catalogue-parameter classifier is a real baseline: perfect when the
     labels are a function of Teff, short of perfect on the MK types."""
     from dataclasses import replace
-    by_teff = [replace(i, label=D.teff_class(i.teff)) if i.kind == "star" and i.teff
-               and i.label in D.STAR_CLASSES else i for i in items]
+    by_teff = [replace(i, label=catalogue.teff_class(i.teff)) if i.kind == "star" and i.teff
+               and i.label in catalogue.STAR_CLASSES else i for i in items]
     assert E.parameter_class_baseline(by_teff, k=1)["accuracy"] > 0.95
     real = E.parameter_class_baseline(items)
     assert real["n"] > 200 and 0.6 < real["accuracy"] < 0.9

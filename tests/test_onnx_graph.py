@@ -11,11 +11,11 @@ import onnx
 import pytest
 import torch
 
-from ingest.preprocess import MODEL_GRID
-from models import data as D
-from models import evaluate as E
-from models import export as X
-from models.nets import SpectrumClassifier, SpectrumVAE
+from retrspect.ingest.preprocess import MODEL_GRID
+from retrspect.models import catalogue
+from retrspect.models import evaluate as E
+from retrspect.models import export as X
+from retrspect.models.nets import SpectrumClassifier, SpectrumVAE
 
 torch.set_num_threads(2)
 
@@ -23,7 +23,7 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="module")
 def spectra():
     """Held-out real spectra plus every galaxy and QSO, prepared as ingest does."""
-    items = D.load_catalogue()
+    items = catalogue.load_catalogue()
     chosen = [i for i in items if i.split == "test"][::6] + \
         [i for i in items if i.kind != "star"]
     return E.prepared(chosen)
@@ -86,7 +86,7 @@ def test_rewritten_graph_equals_torch_on_real_spectra(modules, spectra, tmp_path
 
 
 def test_rewrite_leaves_graphs_without_constant_1d_convolutions_alone():
-    from onnx import helper, TensorProto
+    from onnx import TensorProto, helper
     # a Conv whose weight is an input (as in the velocity scan's correlation)
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["y"], group=2)], "g",

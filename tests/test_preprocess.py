@@ -10,8 +10,8 @@ import astropy.units as u
 import numpy as np
 import pytest
 
-from ingest.bundled import bundled_sources
-from ingest.preprocess import (
+from retrspect.ingest.bundled import bundled_sources
+from retrspect.ingest.preprocess import (
     MODEL_GRID,
     Grid,
     air_to_vacuum,
@@ -20,7 +20,7 @@ from ingest.preprocess import (
     prepare_batch,
     rebin,
 )
-from ingest.spectrum import Spectrum, empty_meta
+from retrspect.ingest.spectrum import Spectrum, empty_meta
 
 
 def make_spectrum(wave, flux, *, ivar=None, mask=None, medium="vacuum", **meta):
@@ -231,7 +231,7 @@ def test_prepare_batch_equals_prepare(real):
 
 
 def test_prepare_arrays_is_what_prepare_uses(real):
-    from ingest.preprocess import vacuum_wavelength
+    from retrspect.ingest.preprocess import vacuum_wavelength
     spectrum = real["MaNGA"]
     direct = prepare_arrays(vacuum_wavelength(spectrum).value, spectrum.flux.value,
                             spectrum.good, spectrum.ivar, MODEL_GRID,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.previews import make_previews
+from retrspect.ingest.previews import make_previews
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "resdir" / "data"

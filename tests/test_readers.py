@@ -19,10 +19,12 @@ from astropy.io import fits
 from astropy.io.votable.exceptions import W50
 from astropy.io.votable.tree import Field, Param, Resource, Table, VOTableFile
 
-from ingest import bundled
-from ingest.bundled import bundled_sources, enrich, miles_catalogue, package_dir
-from ingest.readers import FORMATS, parse_unit, read_spectra
-from ingest.spectrum import ReaderError, Spectrum, empty_meta, estimate_snr
+from retrspect.ingest import bundled
+from retrspect.ingest.bundled import bundled_sources, enrich, miles_catalogue, package_dir
+from retrspect.ingest.readers import FORMATS, read_spectra
+from retrspect.ingest.readers.headers import parse_unit
+from retrspect.ingest.errors import ReaderError
+from retrspect.ingest.spectrum import Spectrum, empty_meta, estimate_snr
 
 TEMPLATES = package_dir("mangadap") / "data" / "spectral_templates"
 MANGADAP_TESTS = package_dir("mangadap") / "data" / "tests"

@@ -18,10 +18,10 @@ import pytest
 import requests
 from astropy.io.votable import parse_single_table
 
-from ingest.sources import read_source
-from ingest.spectrum import estimate_snr
+from retrspect.ingest.sources import read_source
+from retrspect.ingest.spectrum import estimate_snr
 from conftest import sql
-from vo_services.client import nearest_spectra
+from retrspect.vo_services.client import nearest_spectra
 
 pytestmark = pytest.mark.stack
 

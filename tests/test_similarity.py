@@ -31,7 +31,7 @@ def _distance(matrix: np.ndarray, query: np.ndarray, metric: str
 
 
 def _trained_metric() -> str:
-    from vo_services.similarity import latent_column
+    from retrspect.vo_services.similarity import latent_column
     return latent_column().metric
 
 

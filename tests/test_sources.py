@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.bundled import bundled_sources
-from ingest.sources import read_source, served_arrays, spectrum_of_row
-from ingest.spectrum import ReaderError
+from retrspect.ingest.bundled import bundled_sources
+from retrspect.ingest.sources import read_source, served_arrays, spectrum_of_row
+from retrspect.ingest.errors import ReaderError
 
 
 @pytest.fixture(scope="module")

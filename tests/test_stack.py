@@ -18,7 +18,8 @@ from astropy.io import fits
 from astropy.io.votable import parse_single_table
 
 from conftest import sql
-from vo_services import server
+from retrspect.vo_services import server
+from retrspect.vo_services.similarity import RD_ID
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -53,11 +54,11 @@ def test_resdir_is_linked_into_dachs_inputs():
 def test_extension_hook_loads_in_a_fresh_dachs_process():
     """The .pth hook runs our registration when DaCHS's ADQL module loads."""
     code = ("import gavo.adql.ufunctions\n"
-            "from vo_services import dachs_hook\n"
+            "from retrspect.vo_services import dachs_hook\n"
             "print(','.join(dachs_hook.loaded))")
     out = subprocess.run([str(VENV_BIN / "python"), "-c", code], cwd="/",
                          capture_output=True, text=True, check=True).stdout
-    assert "vo_services.extensions:register_adql_functions" in out
+    assert "retrspect.vo_services.extensions:register_adql_functions" in out
 
 
 def test_server_and_async_workers_run_on_the_venv():
@@ -219,7 +220,7 @@ def test_votlint(base_url, tmp_path, what):
 
 
 def test_dachs_regression_suite():
-    result = server.dachs("test", server.RD_ID, check=False, capture=True)
+    result = server.dachs("test", RD_ID, check=False, capture=True)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     tests_run = re.search(r"^0 of (\d+) bad", output, re.M)

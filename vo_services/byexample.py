@@ -14,9 +14,14 @@ import base64
 import io
 import os
 import tempfile
+
 import numpy as np
 
-from vo_services.similarity import latent_column, table_models, vector_sql
+from retrspect.ingest.errors import ReaderError, RetrspectError
+from retrspect.vo_services.similarity import (OPERATORS, NoLatentError,
+                                              VectorLiteralError, latent_column,
+                                              lookup_latent, table_models,
+                                              vector_sql)
 
 #: uploads larger than this are refused before they are parsed (DaCHS
 #: itself refuses request bodies beyond its [web]maxUploadSize with a 413)
@@ -25,7 +30,7 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_K = 100
 
 
-class UploadError(ValueError):
+class UploadError(RetrspectError, ValueError):
     """An upload that cannot be searched with; the message says why."""
 
 
@@ -35,10 +40,9 @@ def encode_upload(data: bytes, filename: str = "upload"):
     A spectrum that covers too little of the model grid is refused with a
     message that says how much it covers, as ingest gives it no latent.
     """
-    from ingest.pipeline import infer_batch
-    from ingest.preprocess import coverage_shortfall
-    from ingest.readers import read_spectra
-    from ingest.spectrum import ReaderError
+    from retrspect.ingest.pipeline import infer_batch
+    from retrspect.ingest.preprocess import coverage_shortfall
+    from retrspect.ingest.readers import read_spectra
 
     if len(data) > MAX_UPLOAD_BYTES:
         raise UploadError(f"upload of {len(data)} bytes exceeds the limit of "
@@ -71,7 +75,6 @@ def encode_upload(data: bytes, filename: str = "upload"):
 def archive_spectrum(identifier: str):
     """(spectrum, latent) of an archive spectrum named by pubDID or obs_id."""
     from gavo import base
-    from vo_services.similarity import NoLatentError, lookup_latent
 
     try:
         latent = lookup_latent(identifier)
@@ -89,7 +92,7 @@ def row_spectrum(row: dict):
     """The spectrum of a spectra-table row (obs_id, source_file,
     source_index), through the one mapping ingest and datalink use."""
     from gavo import base
-    from ingest.sources import spectrum_of_row
+    from retrspect.ingest.sources import spectrum_of_row
     return spectrum_of_row(base.getConfig("inputsDir"), row["source_file"],
                            row["source_index"], row["obs_id"])
 
@@ -97,7 +100,6 @@ def row_spectrum(row: dict):
 def nearest(latent, k: int) -> list[dict]:
     """The k archive spectra nearest to a latent vector, nearest first."""
     from gavo import base
-    from vo_services.similarity import VectorLiteralError
     column = latent_column()
     if not 1 <= k <= MAX_K:
         raise UploadError(f"k must be between 1 and {MAX_K}")
@@ -119,7 +121,6 @@ def nearest(latent, k: int) -> list[dict]:
 
 
 def _operator() -> str:
-    from vo_services.similarity import OPERATORS
     return OPERATORS[latent_column().metric]
 
 
@@ -129,7 +130,7 @@ def overlay_png(query, neighbour, title: str) -> str:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from ingest.sources import served_arrays
+    from retrspect.ingest.sources import served_arrays
 
     fig, ax = plt.subplots(figsize=(5.5, 1.9), dpi=72)
     for spectrum, colour, label in ((query, "k", "upload"),
@@ -156,7 +157,6 @@ def run_core(core, input_table, query_meta):
     from gavo import base, rsc
     from gavo.protocols import products
 
-    from ingest.spectrum import ReaderError
 
     upload = input_table.getParam("spectrum")
     identifier = input_table.getParam("ID")

@@ -2,7 +2,7 @@
 
 Needs only pyvo and astropy (no DaCHS)::
 
-    from vo_services.client import nearest_spectra
+    from retrspect.vo_services.client import nearest_spectra
     nearest_spectra("http://localhost:8080", "miles_m0028", k=5)
     nearest_spectra("http://localhost:8080", "my_spectrum.fits")
     nearest_spectra("http://localhost:8080", (wavelength, flux))

@@ -18,13 +18,13 @@ import sys
 
 #: DaCHS module -> "package.module:function" run once that module is loaded
 EXTENSIONS = {
-    "gavo.adql.ufunctions": "vo_services.extensions:register_adql_functions",
-    "gavo.base.typesystems": "vo_services.extensions:teach_vector_type",
-    "gavo.base.sqlsupport": "vo_services.extensions:read_vectors_as_arrays",
+    "gavo.adql.ufunctions": "retrspect.vo_services.extensions:register_adql_functions",
+    "gavo.base.typesystems": "retrspect.vo_services.extensions:teach_vector_type",
+    "gavo.base.sqlsupport": "retrspect.vo_services.extensions:read_vectors_as_arrays",
     "gavo.votable.enc_tabledata":
-        "vo_services.extensions:write_null_float_arrays_as_nan",
-    "gavo.protocols.dali": "vo_services.uploads:guard_dali_url_uploads",
-    "gavo.protocols.taprunner": "vo_services.uploads:guard_tap_url_uploads",
+        "retrspect.vo_services.extensions:write_null_float_arrays_as_nan",
+    "gavo.protocols.dali": "retrspect.vo_services.uploads:guard_dali_url_uploads",
+    "gavo.protocols.taprunner": "retrspect.vo_services.uploads:guard_tap_url_uploads",
 }
 
 #: names of the extensions that ran in this process (for tests and logs)

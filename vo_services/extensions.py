@@ -7,7 +7,7 @@ from __future__ import annotations
 
 def register_adql_functions() -> None:
     """Register retrspect's nearest-spectrum ADQL functions with DaCHS."""
-    from vo_services import similarity
+    from retrspect.vo_services import similarity
     similarity.register_adql_functions()
 
 

@@ -14,7 +14,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Callable
 
-from vo_services import server
+from retrspect.ingest.errors import ModelError, RetrspectError
+from retrspect.vo_services import server
+from retrspect.vo_services.grammars import table_exists, unembedded_spectra
 
 #: the ADQL function a kNN query by spectrum id uses (from the import hook)
 KNN_FUNCTION = "gavo_spectrum_distance"
@@ -33,7 +35,7 @@ class Result:
         return f"{'OK  ' if self.ok else 'FAIL'}  {self.name:<12} {self.detail}"
 
 
-class CheckFailed(Exception):
+class CheckFailed(RetrspectError):
     """A check's reason for failing (its message is shown)."""
 
 
@@ -73,7 +75,7 @@ def check_database() -> str:
 def check_tables() -> str:
     for name in ("retrspect.raw_data", "retrspect.ml_results",
                  "retrspect.spectra"):
-        if not server.table_exists(name):
+        if not table_exists(name):
             raise CheckFailed(f"{name} does not exist; run 'retrspect deploy'")
     spectra = _one_value("SELECT count(*) FROM retrspect.raw_data")
     index = _one_value(
@@ -88,27 +90,26 @@ def check_tables() -> str:
 
 
 def check_models() -> str:
-    from ingest.dachs_import import unembedded_spectra
-    from ingest.infer import ModelSet, choose_providers
-    from ingest.pipeline import IngestOptions
-    options = IngestOptions.from_environment()
-    if not options.use_models:
+    from retrspect.ingest.infer import choose_providers, model_dir_from_environment
+    from retrspect.ingest.pipeline import IngestOptions
+    from retrspect.ingest.preprocess import MIN_GRID_COVERAGE
+    from retrspect.vo_services.similarity import table_models
+    if not IngestOptions.from_environment().use_models:
         return "models switched off (RETRSPECT_NO_MODELS)"
     try:
-        models = ModelSet.load(options.model_dir)
-    except ValueError as error:  # ModelError names the file and the problem
+        models = table_models()
+    except ModelError as error:  # names the file and the problem
         raise CheckFailed(str(error)) from None
     ids = {kind: model.model_id for kind, model in models.models.items()}
     missing = {"vae", "classifier", "velocity"} - set(ids)
     if missing:
         raise CheckFailed(f"no {', '.join(sorted(missing))} model in "
-                          f"{options.model_dir or 'the shipped models'}")
+                          f"{model_dir_from_environment()}")
     behind = _one_value("SELECT count(*) " + unembedded_spectra(
         "retrspect.raw_data", "retrspect.ml_results", ids))
     if behind:
         raise CheckFailed(f"{behind} spectra have no results of the current "
                           "models; run 'retrspect import'")
-    from ingest.preprocess import MIN_GRID_COVERAGE
     embedded = _one_value("SELECT count(*) FROM retrspect.ml_results "
                           "WHERE latent IS NOT NULL")
     uncovered = _one_value("SELECT count(*) FROM retrspect.ml_results "

@@ -3,7 +3,7 @@
 Every DaCHS command runs through the venv's ``dachs`` wrapper (set up by
 ``scripts/setup_python.sh``) so that the server, ``dachs imp`` and the async
 TAP workers (``gavo taprun``, found on PATH) all run on the venv's Python and
-load :mod:`vo_services.dachs_hook`.  Commands run as ``dachsroot`` when
+load :mod:`retrspect.vo_services.dachs_hook`.  Commands run as ``dachsroot`` when
 started by root, because files under /var/gavo must belong to DaCHS.
 """
 from __future__ import annotations
@@ -16,13 +16,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from retrspect.ingest.errors import RetrspectError
+
 #: the resource directory's name in DaCHS's inputs (so the RD is retrspect/q)
 RD_DIR = "retrspect"
-RD_ID = "retrspect/q"
 GAVO_ROOT = Path(os.environ.get("RETRSPECT_GAVO_ROOT", "/var/gavo"))
 
 
-class ServerError(RuntimeError):
+class ServerError(RetrspectError, RuntimeError):
     """DaCHS could not be started, stopped or asked."""
 
 
@@ -61,14 +62,6 @@ def dachs(*args: str, check: bool = True, capture: bool = False
         raise ServerError(f"'dachs {' '.join(args)}' failed "
                           f"(exit {result.returncode}) {detail}")
     return result
-
-
-def table_exists(qualified_name: str) -> bool:
-    """Whether a table or view exists in DaCHS's database."""
-    from gavo import base
-    with base.getTableConn() as conn:
-        return bool(list(conn.query("SELECT to_regclass(%(name)s)",
-                                    {"name": qualified_name}))[0][0])
 
 
 def link_resdir(resdir: Path) -> Path:
@@ -118,11 +111,12 @@ def code_fingerprint() -> str:
     import hashlib
     from importlib.util import find_spec
     digest = hashlib.sha256()
-    for package in ("ingest", "vo_services"):
+    for package in ("retrspect.ingest", "retrspect.vo_services"):
         directory = Path(find_spec(package).submodule_search_locations[0])
-        for path in sorted(directory.glob("*.py")):
-            digest.update(path.name.encode() + path.read_bytes())
-    models = Path(find_spec("models").submodule_search_locations[0])
+        for path in sorted(directory.rglob("*.py")):
+            digest.update(str(path.relative_to(directory)).encode()
+                          + path.read_bytes())
+    models = Path(find_spec("retrspect.models").submodule_search_locations[0])
     for path in sorted(models.glob("*.onnx")):
         digest.update(path.name.encode())
     return digest.hexdigest()

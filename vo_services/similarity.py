@@ -19,22 +19,23 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-#: the RD and table holding the latents
+from retrspect.ingest.contract import METRICS as OPERATORS
+from retrspect.ingest.errors import RetrspectError
+
+#: the RD (also what ``dachs imp`` is given) and its table of latents
 RD_ID = "retrspect/q"
 TABLE_ID = "ml_results"
-#: pgvector operators per metric
-OPERATORS = {"cosine": "<=>", "l2": "<->"}
 #: at most this many characters of a vector literal are parsed
 MAX_LITERAL_LENGTH = 20000
 #: pgvector stores float32: larger magnitudes do not fit
 FLOAT32_MAX = 3.4028234663852886e38
 
 
-class VectorLiteralError(ValueError):
+class VectorLiteralError(RetrspectError, ValueError):
     """A vector written in a query that is not a usable latent vector."""
 
 
-class NoLatentError(LookupError):
+class NoLatentError(RetrspectError, LookupError):
     """A spectrum named by a user that has no latent vector; str() says why
     (no such spectrum, or too little of the model grid covered)."""
 
@@ -48,14 +49,21 @@ class LatentColumn:
     metric: str
 
 
-@lru_cache(maxsize=1)
-def latent_column() -> LatentColumn:
-    """The latent column's table, dimension and trained metric (from the RD)."""
-    from gavo import api
-    table = api.getRD(RD_ID).getById(TABLE_ID)
+def latent_column(rd=None) -> LatentColumn:
+    """The latent column's table, dimension and trained metric, from the
+    RD (``rd``, or retrspect's own, read once per process)."""
+    if rd is None:
+        return _own_latent_column()
+    table = rd.getById(TABLE_ID)
     column_type = table.getColumnByName("latent").type
     dim = int(re.fullmatch(r"vector\((\d+)\)", column_type).group(1))
     return LatentColumn(table.getQName(), dim, table.getProperty("latentMetric"))
+
+
+@lru_cache(maxsize=1)
+def _own_latent_column() -> LatentColumn:
+    from gavo import api
+    return latent_column(api.getRD(RD_ID))
 
 
 def parse_vector_literal(text: str, dim: int) -> list[float]:
@@ -106,15 +114,12 @@ def vector_sql(values, dim: int) -> str:
     return "'[" + ",".join(repr(v) for v in values) + f"]'::vector({dim})"
 
 
-@lru_cache(maxsize=1)
-def table_models():
-    """The models whose results fill the latent table, loaded once per
-    process and checked against its column (dimension and metric)."""
-    from ingest.infer import ModelSet
-    from ingest.pipeline import IngestOptions
-    column = latent_column()
-    return ModelSet.load(IngestOptions.from_environment().model_dir,
-                         latent_dim=column.dim, latent_metric=column.metric)
+def table_models(rd=None):
+    """The models whose results fill the latent table (see
+    :func:`retrspect.ingest.infer.models_for_table`)."""
+    from retrspect.ingest.infer import models_for_table
+    column = latent_column(rd)
+    return models_for_table(column.dim, column.metric)
 
 
 def lookup_latent(identifier: str) -> list[float]:
@@ -127,7 +132,7 @@ def lookup_latent(identifier: str) -> list[float]:
         model grid to have a latent vector.
     """
     from gavo import base
-    from ingest.preprocess import coverage_shortfall
+    from retrspect.ingest.preprocess import coverage_shortfall
     column = latent_column()
     with base.getTableConn() as conn:
         rows = list(conn.query(

@@ -26,6 +26,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from retrspect.ingest.errors import RetrspectError
+
 __all__ = ["UploadRefused", "check_address", "open_public_url",
            "guard_dali_url_uploads", "guard_tap_url_uploads"]
 
@@ -35,7 +37,7 @@ TIMEOUT = 30
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
-class UploadRefused(OSError):
+class UploadRefused(RetrspectError, OSError):
     """A URL upload this server will not fetch, with the reason."""
 
 

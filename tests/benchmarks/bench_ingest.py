@@ -29,7 +29,6 @@ from common import (BENCH_RD, PeakMemory, VENV_BIN, dachs,  # noqa: E402
 
 FILES_ROOT = Path("/var/tmp/retrspect-bench")
 NPIX = 4096
-C_KMS = 299792.458
 #: targets from the issue
 TARGET_RATE = 500.0
 TARGET_OVERHEAD = 0.5
@@ -38,8 +37,9 @@ TARGET_OVERHEAD = 0.5
 def _make_chunk(args) -> int:
     """Write augmented copies of MILES stars (run in worker processes)."""
     from astropy.io import fits
-    from ingest.bundled import bundled_sources
-    from ingest.readers import read_spectra
+    from retrspect.ingest.bundled import bundled_sources
+    from retrspect.ingest.preprocess import C_KMS
+    from retrspect.ingest.readers import read_spectra
 
     first, count, directory, seed = args
     rng = np.random.default_rng(seed)

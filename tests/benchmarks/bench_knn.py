@@ -143,7 +143,7 @@ def main(argv=None) -> int:
 
     import pyvo
     from gavo import base
-    from vo_services.similarity import OPERATORS, latent_column
+    from retrspect.vo_services.similarity import OPERATORS, latent_column
 
     rng = np.random.default_rng(7)
     column = latent_column()

@@ -1,7 +1,10 @@
-"""The ``retrspect`` command: a thin dispatcher.
+"""The ``retrspect`` command: a thin dispatcher on top of everything.
 
-Each subcommand imports its package only when it runs, so ``retrspect
-serve`` never loads torch and ``retrspect train`` never loads DaCHS.
+Each subcommand imports its code only when it runs.  The training commands
+(train, export, analyse, benchmark models) run ``python -m
+retrspect.models.cli`` in a process of their own, so nothing at run time
+imports training code or torch, and without the ``train`` extra they say
+what to install.
 """
 from __future__ import annotations
 
@@ -10,73 +13,49 @@ import sys
 from pathlib import Path
 
 
-def _deploy(args) -> int:
-    """Link the RD, stage the bundled spectra, import, previews, serve."""
-    from ingest.previews import make_previews
-    from ingest.stage import stage_bundled
-    from vo_services import server
-
-    resdir = Path(args.resdir).resolve()
-    server.link_resdir(resdir)
-    examples_changed = server.install_tap_examples(
-        resdir / "etc" / "tapexamples.xml")
-    made = stage_bundled(resdir / "data")
-    print(f"[deploy] staged {made} new source files")
-    _import(args)
-    made, failed = make_previews(resdir / "data", resdir / "previews")
-    print(f"[deploy] previews: {made} made, {failed} files unreadable")
-    if examples_changed:
-        server.stop()
-    print(f"[deploy] {server.start()}")
-    return 0
-
-
-def _ingest_environment(args) -> None:
-    """Hand the ingest options to the DaCHS import (it takes no arguments)."""
-    import os
-    settings = {"RETRSPECT_WORKERS": getattr(args, "workers", None),
-                "RETRSPECT_DASK": getattr(args, "dask", None),
-                "RETRSPECT_MODEL_DIR": getattr(args, "model_dir", None),
-                "RETRSPECT_NO_MODELS": "1" if getattr(args, "no_models", False)
-                else None}
-    for key, value in settings.items():
-        if value is not None:
-            os.environ[key] = str(value)
-
-
-def _import(args) -> int:
-    """Import new source files (incremental), then re-embed what the current
-    model versions must (atomically)."""
-    from vo_services import server
-    _ingest_environment(args)
-    server.dachs("imp", "-c", server.RD_ID)
-    server.dachs("imp", server.RD_ID, "reembed")
-    # the import re-makes the view when it adds rows; make it if it is missing
-    if not server.table_exists("retrspect.spectra"):
-        server.dachs("imp", server.RD_ID, "make_view")
-    server.dachs("pub", server.RD_ID)
-    server.reload()
-    return 0
-
-
 def _serve(args) -> int:
-    from vo_services import server
+    from retrspect.vo_services import server
     action = {"start": server.start, "stop": server.stop,
               "status": server.status}[args.action]
     print(action())
     return 0
 
 
+def _deploy(args) -> int:
+    """Link the RD, stage the bundled spectra, import, previews, serve."""
+    from retrspect.vo_services import deploy
+    deploy.deploy(Path(args.resdir))
+    return 0
+
+
+def _import(args) -> int:
+    """Import new source files (incremental), then re-embed what the current
+    model versions must (atomically)."""
+    from retrspect.vo_services import deploy
+    deploy.ingest_environment(workers=args.workers, dask=args.dask,
+                              model_dir=args.model_dir,
+                              no_models=args.no_models)
+    deploy.import_new()
+    return 0
+
+
 def _check(args) -> int:
     """Check the database, tables, models and server; exit 1 on a failure."""
-    from vo_services import health
+    from retrspect.vo_services import health
     return health.main(as_json=args.json)
 
 
-def _models(args) -> int:
-    """Train, export or analyse the models (torch is imported only here)."""
-    from models import cli as models_cli
-    return getattr(models_cli, args.command)(args.rest)
+def training_command(command: str, rest: list[str]) -> int:
+    """Run ``retrspect.models.cli`` (train, export, analyse, benchmark) in a
+    process of its own; refuse clearly when the training extra is missing."""
+    import subprocess
+    from importlib.util import find_spec
+    if find_spec("torch") is None:
+        print(f"retrspect {command}: needs torch; install the training extra "
+              "(pip install 'retrspect[train]')", file=sys.stderr)
+        return 1
+    return subprocess.run([sys.executable, "-m", "retrspect.models.cli",
+                           command, *rest]).returncode
 
 
 BENCHMARKS = {
@@ -90,8 +69,7 @@ BENCHMARKS = {
 def _benchmark(args) -> int:
     """Run a benchmark; its figures go to a JSON file beside its baseline."""
     if args.name == "models":
-        from models import cli as models_cli
-        return models_cli.benchmark(args.rest)
+        return training_command("benchmark", args.rest)
     import subprocess
     script = Path(args.repo).resolve() / "tests" / "benchmarks" / f"bench_{args.name}.py"
     if not script.exists():
@@ -150,7 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER,
                        help="arguments for the models command")
-        p.set_defaults(func=_models)
     return parser
 
 
@@ -160,10 +137,9 @@ MODEL_COMMANDS = ("train", "export", "analyse")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in MODEL_COMMANDS:
-        # everything after the subcommand belongs to models.cli, options
-        # first included (argparse's REMAINDER drops leading options)
-        from models import cli as models_cli
-        return getattr(models_cli, argv[0])(argv[1:])
+        # everything after the subcommand belongs to the training command,
+        # options first included (argparse's REMAINDER drops leading options)
+        return training_command(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
