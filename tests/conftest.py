@@ -1,14 +1,43 @@
-"""Shared fixtures: the running DaCHS stack and clients for it.
+"""Shared fixtures: the running DaCHS stack, clients for it, database
+helpers, small real ONNX test models and the benchmarks' helpers.
 
 The stack is started by the README's commands (``make test`` runs set-up and
 deploy first).  A test that needs it and finds it down fails: a skipped
-integration test proves nothing.
+integration test proves nothing.  Tests of the stack live in ``stack/``,
+where ``stack/conftest.py`` marks them.  The code under test is the
+installed ``retrspect`` package; this checkout provides the tests, the
+resource directory and the README.
 """
 from __future__ import annotations
 
-import pytest
+import faulthandler
+import json
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
 
+import hostile_corpus
+import numpy as np
+import pytest
+from hostile_corpus import PASSWD_MARKERS
+from hypothesis.configuration import set_hypothesis_home_dir
+
+from retrspect.ingest import contract
+from retrspect.ingest.bundled import package_dir
+from retrspect.ingest.preprocess import Grid
 from retrspect.vo_services import server
+
+# hypothesis keeps caches in .hypothesis/ of the working directory; tests
+# write only into temporary directories (no example database either)
+set_hypothesis_home_dir(str(Path(tempfile.gettempdir()) / "retrspect-hypothesis"))
+
+#: the checkout these tests belong to
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +73,7 @@ def db():
     conn.close()
 
 
-def sql(db, query: str, params: dict | None = None) -> list[tuple]:
+def _sql(db, query: str, params: dict | None = None) -> list[tuple]:
     """Rows of a query (psycopg2 parameters, never string formatting)."""
     with db.cursor() as cursor:
         cursor.execute(query, params or {})
@@ -53,13 +82,31 @@ def sql(db, query: str, params: dict | None = None) -> list[tuple]:
     return rows
 
 
-def psql(query: str) -> str:
+def _psql(query: str) -> str:
     """Output of one SQL statement run by psql as the postgres superuser
     (for what the DaCHS roles may not see or do: other sessions, DDL)."""
     import subprocess
     return subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-d",
                            "gavo", "-tA", "-c", query], capture_output=True,
                           text=True, check=True).stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def sql():
+    """``sql(db, query, params)``: rows of a query on a connection."""
+    return _sql
+
+
+@pytest.fixture(scope="session")
+def psql():
+    """``psql(query)``: one statement's output, as the postgres superuser."""
+    return _psql
+
+
+@pytest.fixture(scope="session")
+def checkout() -> Path:
+    """The checkout these tests belong to (resdir, README, models/)."""
+    return CHECKOUT
 
 
 SCRATCH_ROWS = 100_000
@@ -74,6 +121,7 @@ def scratch_latents():
     their own schema, are made once and kept (a second run reuses them).
     """
     from gavo import base
+
     from retrspect.vo_services.similarity import latent_column
     ops = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops"}[
         latent_column().metric]
@@ -122,3 +170,260 @@ def scratch_latents():
            "tables": {"retrspect.ml_results": "retrspect_scratch.ml_big",
                       "retrspect.spectra": "retrspect_scratch.spectra_big"}}
     conn.close()
+
+
+# ------------------------------------------------ small real ONNX models ----
+# Ingest tests need models whose outputs they can predict exactly: linear
+# torch modules exported to ONNX with the contract's metadata, so every code
+# path of retrspect.ingest.infer runs on real ONNX files.
+
+LABELS = ["O", "B", "A", "F", "G", "K", "M", "emission_line_star", "galaxy",
+          "qso"]
+#: a coarse grid covering MILES (fast to export and run)
+TEST_GRID = Grid.spanning(3600.0, 7400.0, 256)
+
+
+def _torch_modules(npix: int, latent_dim: int, seed: int):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+
+    class Vae(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mean = nn.Linear(npix, latent_dim)
+            self.logvar = nn.Linear(npix, latent_dim)
+            self.decode = nn.Linear(latent_dim, npix)
+
+        def forward(self, flux, weight):
+            mean = self.mean(flux)
+            rec = self.decode(mean)
+            anomaly = (weight * (flux - rec) ** 2).sum(1) / weight.sum(1).clamp(min=1)
+            return mean, self.logvar(flux), rec, anomaly
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(npix, len(LABELS))
+
+        def forward(self, flux, weight):
+            p = torch.softmax(self.linear(flux * (weight > 0)), dim=1)
+            return p, -(p * torch.log(p.clamp(min=1e-12))).sum(1)
+
+    class Velocity(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(npix, 2)
+
+        def forward(self, flux, weight):
+            out = self.linear(flux * (weight > 0)) * 1e-4
+            return out[:, 0], nn.functional.softplus(out[:, 1]) * 1e-3
+
+    return {"vae": (Vae(), list(contract.OUTPUTS["vae"])),
+            "classifier": (Classifier(), list(contract.OUTPUTS["classifier"])),
+            "velocity": (Velocity(), list(contract.OUTPUTS["velocity"]))}
+
+
+def _write_test_models(directory: Path, *, latent_dim: int = 32,
+                      grid: Grid = TEST_GRID, version: str = "0.0.1",
+                      metric: str = "l2", seed: int = 0,
+                      kinds=("vae", "classifier", "velocity")) -> dict:
+    """Export the test models into ``directory``; returns kind -> path."""
+    import onnx
+    import torch
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for kind, (module, outputs) in _torch_modules(grid.npix, latent_dim,
+                                                  seed).items():
+        if kind not in kinds:
+            continue
+        module.eval()
+        example = (torch.ones(2, grid.npix), torch.ones(2, grid.npix))
+        tmp = directory / f"{kind}.tmp"
+        torch.onnx.export(module, example, str(tmp), dynamo=False,
+                          opset_version=17, input_names=["flux", "weight"],
+                          output_names=outputs,
+                          dynamic_axes={n: {0: "batch"} for n in
+                                        ["flux", "weight", *outputs]})
+        model = onnx.load(str(tmp))
+        tmp.unlink()
+        meta = {"retrspect.model": kind, "retrspect.version": version,
+                "retrspect.grid": grid.to_json(),
+                "retrspect.normalisation": "test", "retrspect.opset": "17",
+                "retrspect.training_data": "none (test model)",
+                "retrspect.source_commit": "test", "retrspect.metrics": "{}"}
+        if kind == "vae":
+            meta.update({"retrspect.latent_dim": str(latent_dim),
+                         "retrspect.metric": metric})
+        if kind == "classifier":
+            meta["retrspect.labels"] = json.dumps(LABELS)
+        for key, value in meta.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        data = model.SerializeToString()
+        path = directory / contract.file_name(kind, data)
+        path.write_bytes(data)
+        written[kind] = path
+    return written
+
+
+def _run_directly(path: Path, flux: np.ndarray, weight: np.ndarray) -> list:
+    """Outputs of an ONNX file on one batch, with a plain CPU session."""
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"flux": flux, "weight": weight})
+
+
+@pytest.fixture(scope="session")
+def write_test_models():
+    """``write_test_models(directory, **options)``: kind -> path of small
+    real ONNX models under the contract."""
+    return _write_test_models
+
+
+@pytest.fixture(scope="session")
+def run_directly():
+    """``run_directly(path, flux, weight)``: outputs of an ONNX file."""
+    return _run_directly
+
+
+@pytest.fixture(scope="session")
+def test_models_grid() -> Grid:
+    """The grid of the test models."""
+    return TEST_GRID
+
+
+@pytest.fixture(scope="session")
+def test_models_labels() -> list[str]:
+    """The class labels of the test classifier."""
+    return LABELS
+
+
+# --------------------------------------------------- benchmark helpers ----
+
+@pytest.fixture(scope="session")
+def bench_tools():
+    """The benchmarks' helpers (bench-schema RD, dachs runner, file maker):
+    the bench scripts import their ``common`` module by name, so their
+    folder joins the path here, in one place."""
+    sys.path.insert(0, str(CHECKOUT / "tests" / "benchmarks"))
+    import bench_ingest
+    import common
+    return SimpleNamespace(BENCH_RD=common.BENCH_RD, VENV_BIN=common.VENV_BIN,
+                           dachs=common.dachs, write_bench_rd=common.write_bench_rd,
+                           make_files=bench_ingest.make_files)
+
+
+# ------------------------------------------------------- hostile input ----
+# The hostile corpus (tests/hostile_corpus.py writes it at test time), the
+# canary server a hostile file must never reach, and the secret it must
+# never read: the readers, the pipeline and the server are tested with them.
+
+TEMPLATES = package_dir("mangadap") / "data" / "spectral_templates"
+
+
+MILES = TEMPLATES / "miles" / "MILES_res2.50_star_m0028V.fits"
+
+
+class _Canary(BaseHTTPRequestHandler):
+    """Records every request; a reader that fetches anything shows here."""
+
+    seen: list = []
+
+    def _record(self):
+        self.seen.append(f"{self.command} {self.path}")
+        body = b"CANARY"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_HEAD = _record
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def canary():
+    """``(url, requests)`` of a local HTTP listener."""
+    _Canary.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Canary)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", _Canary.seen
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def secret(tmp_path_factory):
+    """A local file whose random token must never appear in any output."""
+    path = tmp_path_factory.mktemp("secret") / "secret.txt"
+    path.write_text(f"TOKEN-{secrets.token_hex(16)}\n")
+    path.chmod(0o644)  # readable by the server's user: a leak would work
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, canary, secret):
+    directory = tmp_path_factory.mktemp("hostile")
+    directory.chmod(0o755)
+    return hostile_corpus.write_corpus(directory, base_fits=MILES,
+                                       canary_url=canary[0], secret=secret)
+
+
+@pytest.fixture
+def watchdog():
+    """Dump every thread's stack and exit if the test hangs."""
+    faulthandler.dump_traceback_later(600, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+def _assert_no_leak(text, secret):
+    """No line of /etc/passwd and not the secret token in ``text``."""
+    token = secret.read_text().strip()
+    assert token not in text
+    lines = [line for line in Path("/etc/passwd").read_text().splitlines()
+             if len(line) > 12]
+    for marker in (*PASSWD_MARKERS, *lines):
+        assert marker not in text, marker
+
+
+def _status_bytes(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def _measured(function, *args):
+    """``(outcome, seconds, peak RSS growth in bytes)`` of a call; the
+    outcome is the return value or the exception raised."""
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = _status_bytes("VmRSS")
+    start = time.perf_counter()
+    try:
+        outcome = function(*args)
+    except Exception as exc:  # noqa: BLE001 - the caller checks the type
+        outcome = exc
+    seconds = time.perf_counter() - start
+    return outcome, seconds, _status_bytes("VmHWM") - before
+
+
+@pytest.fixture
+def assert_no_leak():
+    """``assert_no_leak(text, secret)``: no line of /etc/passwd and not the
+    secret token in ``text``."""
+    return _assert_no_leak
+
+
+@pytest.fixture
+def measured():
+    """``measured(function, *args)``: (outcome, seconds, peak RSS growth)."""
+    return _measured
+
+

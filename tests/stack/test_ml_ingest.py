@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ N_FILES = 1200
 
 # ------------------------------------------------------------ the demo ----
 
-def test_every_spectrum_has_ml_results(tap, db):
+def test_every_spectrum_has_ml_results(tap, db, sql):
     """Every spectrum has an ML row with its grid coverage; latent, class,
     redshift and anomaly exactly where it covers at least half of the
     models' grid, NULL (never NaN) below: NGC 4151's far-UV and XQ100's
@@ -61,7 +60,7 @@ def test_every_spectrum_has_ml_results(tap, db):
     assert embedded >= 1240
 
 
-def test_tap_values_equal_onnx_run_directly(tap, db):
+def test_tap_values_equal_onnx_run_directly(tap, db, sql):
     """Latent, class probabilities and redshift of three spectra, as TAP
     serves them, against the installed models run by hand on the files."""
     import onnxruntime as ort

@@ -11,7 +11,6 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy import units as u
 
-from conftest import sql
 
 QUERY_ID = "miles_m0028"
 UDFS = tuple(f"gavo_{kind}_{metric}" for kind in ("latent", "spectrum")
@@ -169,7 +168,7 @@ def _in_cone(table, ra, dec, radius):
     ("'x'' OR ''1''=''1'", "No spectrum"),
     ("'miles_m0028''; DROP TABLE retrspect.ml_results; --'", "No spectrum"),
 ])
-def test_unknown_and_hostile_identifiers(tap, db, argument, message):
+def test_unknown_and_hostile_identifiers(tap, db, argument, message, sql):
     import pyvo
     before = sql(db, "SELECT COUNT(*) FROM retrspect.ml_results")[0][0]
     with pytest.raises(pyvo.dal.DALQueryError, match=message):

@@ -1,20 +1,18 @@
-"""ingest.infer and ingest.pipeline on real ONNX files and real spectra."""
+"""retrspect.ingest.infer and .pipeline on real ONNX files and real spectra."""
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from retrspect.ingest import infer, pipeline, preprocess
 from retrspect.ingest.bundled import bundled_sources
-from model_fixtures import TEST_GRID, run_directly, write_test_models
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(tmp_path_factory, write_test_models):
     directory = tmp_path_factory.mktemp("models")
     write_test_models(directory)
     return directory
@@ -70,7 +68,9 @@ def test_not_an_onnx_file_is_refused(tmp_path):
         infer.ModelSet.load(tmp_path)
 
 
-def test_chunk_values_equal_direct_onnx(model_dir, stelib_files, tmp_path):
+def test_chunk_values_equal_direct_onnx(model_dir, stelib_files, tmp_path,
+                                       run_directly, test_models_grid,
+                                       test_models_labels):
     """Rows carry exactly what the ONNX files give on prepare()'s output."""
     broken = tmp_path / "broken.fits"
     broken.write_text("SIMPLE  = nonsense")
@@ -83,7 +83,7 @@ def test_chunk_values_equal_direct_onnx(model_dir, stelib_files, tmp_path):
 
     from retrspect.ingest.sources import read_source
     spectra = [s for f in stelib_files[:4] for s in read_source(f)]
-    flux, weight = preprocess.prepare_batch(spectra, TEST_GRID)
+    flux, weight = preprocess.prepare_batch(spectra, test_models_grid)
     paths = {p.name.split("-")[0]: p for p in model_dir.glob("*.onnx")}
     mean, logvar, _, anomaly = run_directly(paths["vae"], flux, weight)
     probabilities, _ = run_directly(paths["classifier"], flux, weight)
@@ -94,15 +94,10 @@ def test_chunk_values_equal_direct_onnx(model_dir, stelib_files, tmp_path):
                                    np.exp(0.5 * logvar[i]), rtol=1e-6)
         assert row["anomaly"] == pytest.approx(float(anomaly[i]), rel=1e-6)
         assert row["ml_class"] == (
-            model_fixtures_labels()[int(np.argmax(probabilities[i]))])
+            test_models_labels[int(np.argmax(probabilities[i]))])
         assert row["velocity"] == pytest.approx(pipeline.C_KMS * z[i], rel=1e-6)
         assert row["redshift_err"] == pytest.approx(float(z_err[i]), rel=1e-6)
         assert row["latent_model"].startswith("vae-0.0.1-")
-
-
-def model_fixtures_labels():
-    from model_fixtures import LABELS
-    return LABELS
 
 
 def test_pool_and_dask_give_the_same_rows(model_dir, stelib_files):

@@ -20,10 +20,7 @@ from astropy.io.votable import parse_single_table
 
 from retrspect.ingest.sources import read_source
 from retrspect.ingest.spectrum import estimate_snr
-from conftest import sql
 from retrspect.vo_services.client import nearest_spectra
-
-pytestmark = pytest.mark.stack
 
 INPUTS = "/var/gavo/inputs"
 BYEXAMPLE = "/retrspect/q/byexample/api"
@@ -38,7 +35,7 @@ OFF_GRID = ("linetools_ngc4151_sic2a", "linetools_xq100_j2349_3712")
 
 
 @pytest.fixture(scope="module")
-def rows() -> list[dict]:
+def rows(sql) -> list[dict]:
     from gavo import base
     names = ("obs_id", "accref", "ssa_pubdid", "ssa_length", "ssa_specstart",
              "ssa_specend", "ssa_snr", "source_file", "source_index",
@@ -146,7 +143,7 @@ def _upload(base_url, name: str, data: bytes, k: int = 3):
         os.unlink(path)
 
 
-def _one_per_collection(db, rows) -> list[dict]:
+def _one_per_collection(sql, db, rows) -> list[dict]:
     covered = {obs_id for obs_id, in sql(
         db, "SELECT obs_id FROM retrspect.ml_results "
             "WHERE latent IS NOT NULL")}
@@ -157,10 +154,10 @@ def _one_per_collection(db, rows) -> list[dict]:
     return list(chosen.values())
 
 
-def test_served_products_come_back_as_themselves(base_url, db, rows):
+def test_served_products_come_back_as_themselves(base_url, db, rows, sql):
     """getData as SDM VOTable (binary and tabledata), FITS and CSV, for one
     spectrum of every collection, uploaded unchanged: itself first."""
-    chosen = _one_per_collection(db, rows)
+    chosen = _one_per_collection(sql, db, rows)
     assert {r["ssa_collection"] for r in chosen} == {
         "MILES", "STELIB", "MaNGA", "XSL", "linetools-QSO"}
     failures = []
@@ -231,7 +228,7 @@ def test_a_cutout_below_half_the_grid_is_refused(base_url, rows):
 
 
 @pytest.mark.parametrize("obs_id", OFF_GRID)
-def test_off_grid_spectra_get_a_clear_error(base_url, db, rows, obs_id):
+def test_off_grid_spectra_get_a_clear_error(base_url, db, rows, obs_id, sql):
     import pyvo
     row = next(r for r in rows if r["obs_id"] == obs_id)
     latent, coverage, ml_class, redshift, anomaly = sql(

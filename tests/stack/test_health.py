@@ -7,11 +7,9 @@ import os
 import shutil
 import subprocess
 
-import pytest
 
 import sys
 from pathlib import Path
-from model_fixtures import write_test_models
 from retrspect.ingest.infer import DEFAULT_MODEL_DIR
 
 
@@ -22,7 +20,6 @@ def check(env: dict | None = None) -> tuple[int, dict]:
     return result.returncode, {r["name"]: r for r in json.loads(result.stdout)}
 
 
-@pytest.mark.stack
 def test_every_check_passes_on_the_demo(tap):
     code, results = check()
     assert code == 0, results
@@ -37,7 +34,6 @@ def test_every_check_passes_on_the_demo(tap):
         assert digest in results["models"]["detail"]
 
 
-@pytest.mark.stack
 def test_a_broken_model_file_fails_with_its_name(tmp_path, tap):
     for path in DEFAULT_MODEL_DIR.glob("*.onnx"):
         shutil.copy(path, tmp_path)
@@ -50,8 +46,7 @@ def test_a_broken_model_file_fails_with_its_name(tmp_path, tap):
     assert broken.name in results["models"]["detail"]
 
 
-@pytest.mark.stack
-def test_models_without_results_are_counted(tmp_path, tap):
+def test_models_without_results_are_counted(tmp_path, tap, write_test_models):
     """Other (test) models: no spectrum has their results yet."""
     write_test_models(tmp_path)
     code, results = check({"RETRSPECT_MODEL_DIR": str(tmp_path)})

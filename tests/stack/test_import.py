@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from conftest import sql
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the checkout
 STAGE = REPO / "resdir" / "data" / "zz_selftest"
 SOURCE_PREFIX = "retrspect/data/zz_selftest/"
 RETRSPECT = str(Path(sys.executable).parent / "retrspect")
@@ -91,7 +90,7 @@ def staged_batch():
                        "LIKE %(p)s", {"p": SOURCE_PREFIX + "%"})
 
 
-def test_broken_files_are_reported_and_the_rest_lands(staged_batch, db):
+def test_broken_files_are_reported_and_the_rest_lands(staged_batch, db, sql):
     before = sql(db, "SELECT COUNT(*) FROM retrspect.raw_data")[0][0]
     output = _import()
 

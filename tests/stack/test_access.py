@@ -10,12 +10,11 @@ import time
 
 import pytest
 
-from conftest import psql, sql
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 
 
-def test_untrusted_role_can_only_read_our_tables():
+def test_untrusted_role_can_only_read_our_tables(psql):
     tables = psql("SELECT schemaname || '.' || tablename FROM pg_tables "
                    "WHERE schemaname = 'retrspect'").split()
     assert {"retrspect.raw_data", "retrspect.ml_results"} <= set(tables)
@@ -27,7 +26,7 @@ def test_untrusted_role_can_only_read_our_tables():
                  "'retrspect.ml_results', 'SELECT')") == "t"
 
 
-def test_tap_queries_run_as_the_untrusted_role(tap):
+def test_tap_queries_run_as_the_untrusted_role(tap, psql):
     slow = ("SELECT COUNT(*) FROM retrspect.ml_results AS a, "
             "retrspect.ml_results AS b, retrspect.ml_results AS c "
             "WHERE a.snr < b.snr AND b.snr < c.snr AND "
@@ -59,7 +58,7 @@ def test_tap_queries_run_as_the_untrusted_role(tap):
     "SELECT obs_id FROM retrspect.ml_results; DELETE FROM retrspect.ml_results",
     "UPDATE retrspect.ml_results SET ml_class = 'x'",
 ])
-def test_adql_cannot_write(tap, db, adql):
+def test_adql_cannot_write(tap, db, adql, sql):
     import pyvo
     before = sql(db, "SELECT COUNT(*), COUNT(DISTINCT ml_class) "
                      "FROM retrspect.ml_results")

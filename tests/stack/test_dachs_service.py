@@ -4,7 +4,6 @@ Datalink and SODA, checked with pyvo and STILTS as a user's tools would.
 from __future__ import annotations
 
 import io
-import os
 import re
 import subprocess
 import sys
@@ -17,11 +16,10 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.io.votable import parse_single_table
 
-from conftest import sql
 from retrspect.vo_services import server
 from retrspect.vo_services.similarity import RD_ID
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the checkout
 VENV_BIN = Path(sys.executable).parent
 MILES_DIR = ("mangadap", "data", "spectral_templates", "miles")
 
@@ -77,7 +75,7 @@ def test_server_and_async_workers_run_on_the_venv():
 
 # ------------------------------------------------------------------ TAP ----
 
-def test_obscore_count_matches_ingested(tap, db):
+def test_obscore_count_matches_ingested(tap, db, sql):
     ingested = sql(db, "SELECT COUNT(*) FROM retrspect.raw_data")[0][0]
     assert ingested >= 1250
     result = tap.search(
@@ -88,7 +86,7 @@ def test_obscore_count_matches_ingested(tap, db):
     assert int(view["n"][0]) == ingested
 
 
-def test_async_tap_job(tap, db):
+def test_async_tap_job(tap, db, sql):
     expected = sql(db, "SELECT COUNT(*) FROM retrspect.raw_data "
                        "WHERE ssa_collection='MILES'")[0][0]
     job = tap.submit_job(
@@ -101,7 +99,7 @@ def test_async_tap_job(tap, db):
     job.delete()
 
 
-def test_collection_counts(db):
+def test_collection_counts(db, sql):
     counts = dict(sql(db, "SELECT ssa_collection, COUNT(*) "
                           "FROM retrspect.raw_data GROUP BY ssa_collection"))
     # every MILES star but the one the library itself set aside (m0970)
@@ -128,7 +126,7 @@ def test_ssap_by_target_name(ssa):
     assert row["ssa_specend"] == pytest.approx(7411e-10, abs=3e-10)
 
 
-def test_ssap_by_position(ssa, db):
+def test_ssap_by_position(ssa, db, sql):
     """A cone around a STELIB star's ICRS position finds that star."""
     ra, dec, obs_id = sql(db, """
         SELECT degrees(long(ssa_location)), degrees(lat(ssa_location)), obs_id
@@ -144,7 +142,7 @@ def test_ssap_by_position(ssa, db):
         assert here.separation(SkyCoord(ra * u.deg, dec * u.deg)) < 6 * u.arcsec
 
 
-def test_ssap_by_band(ssa, db):
+def test_ssap_by_band(ssa, db, sql):
     """9500 A lies beyond MILES (3540-7410 A) but within STELIB."""
     results = ssa.search(band=(9.4e-7 * u.m, 9.6e-7 * u.m),
                          maxrec=5000).to_table()

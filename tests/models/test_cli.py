@@ -1,0 +1,69 @@
+"""The training commands (retrspect.models.cli).
+"""
+from pathlib import Path
+
+import pytest
+
+
+
+
+
+def test_cli_module_entry_point_refuses_unknown_commands(capsys):
+    from retrspect.models import cli
+    assert cli.main([]) == 2 and cli.main(["bogus"]) == 2
+    assert "usage" in capsys.readouterr().out
+
+
+def test_benchmark_commands_say_what_is_missing(tmp_path, capsys):
+    """`retrspect benchmark models` without checkpoints says to train first;
+    a benchmark outside a checkout names the script it looked for."""
+    from retrspect.models import cli
+    from retrspect.vo_services import cli as retrspect_cli
+    shipped = Path(cli.__file__).resolve().parent
+    with pytest.raises(RuntimeError, match="run `retrspect train` first"):
+        cli.benchmark(["--workdir", str(tmp_path), "--models-dir", str(shipped)])
+    assert retrspect_cli.main(["benchmark", "--repo", str(tmp_path), "knn"]) == 1
+    assert str(tmp_path / "tests" / "benchmarks" / "bench_knn.py") in capsys.readouterr().err
+
+
+def test_model_commands_write_to_the_checkout_never_the_installed_package(
+        tmp_path, monkeypatch, capsys, checkout):
+    """export, analyse and benchmark default to models/ of the checkout they
+    run in; outside a checkout they refuse rather than write into the
+    installed package that ingest and the server load."""
+    from retrspect.models import cli
+    repo = checkout
+    assert cli.checkout_models_dir(repo / "tests") == repo / "models"
+    assert cli.checkout_models_dir(tmp_path) is None
+    monkeypatch.chdir(tmp_path)
+    for command, option in ((cli.export, "--out"), (cli.analyse, "--models-dir"),
+                            (cli.benchmark, "--models-dir")):
+        with pytest.raises(SystemExit) as stop:
+            command(["--workdir", str(tmp_path)])
+        assert stop.value.code == 2
+        assert f"not inside a retrspect checkout: give {option}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_without_checkpoints_writes_nothing(tmp_path, capsys):
+    from retrspect.models import cli
+    out = tmp_path / "models"
+    out.mkdir()
+    assert cli.export(["--workdir", str(tmp_path / "empty"), "--out", str(out)]) == 1
+    assert "run `retrspect train` first" in capsys.readouterr().out
+    assert list(out.iterdir()) == []
+
+
+def test_supervision_sweep_rule_keeps_search_by_example():
+    """The lowest log g wins only among weights whose self-retrieval stays
+    near the best: 30 has the best gravity but loses search by example."""
+    from retrspect.models.cli import choose_supervision
+
+    def row(weight, logg, first2, first5):
+        return {"weight": weight, "val": {"logg_mae": logg, "self_retrieval_noise_0.02": first2,
+                                          "self_retrieval_noise_0.05": first5}}
+    rows = [row(0, 0.33, 0.92, 0.70), row(3, 0.26, 0.95, 0.76), row(10, 0.25, 0.94, 0.75),
+            row(30, 0.24, 0.87, 0.60)]
+    assert choose_supervision(rows, slack=0.02) == 10
+    assert choose_supervision(rows, slack=0.005) == 3
+    assert choose_supervision(rows, slack=1.0) == 30

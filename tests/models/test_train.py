@@ -1,0 +1,121 @@
+"""Training: losses, one epoch on small data, save/load (retrspect.models.train).
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from retrspect.ingest import preprocess
+from retrspect.ingest.preprocess import MODEL_GRID
+from retrspect.models import evaluate as E
+from retrspect.models import train as T
+from retrspect.models.nets import SpectrumClassifier, SpectrumVAE
+
+
+@pytest.fixture(scope="module")
+def small(items):
+    """A few training stars of several classes, plus their split labels."""
+    picked = []
+    for label in ("B", "A", "F", "G", "K", "M"):
+        picked += [i for i in items if i.split == "train" and i.label == label][:4]
+    return picked
+
+
+@pytest.fixture(scope="module")
+def tiny_config():
+    return T.TrainConfig(vae_epochs=1, clf_epochs=1, vae_pool=512, clf_pool=256,
+                         batch=16, galaxy_templates=4, qso_templates=4, lr=3e-3)
+
+
+def _fixed_vae_batch(small, cfg, n=32):
+    rng = np.random.default_rng(123)
+    material = T.Material(small, rng, cfg)
+    samples = [T.vae_pair(material, rng) for _ in range(n)]
+    return [torch.from_numpy(np.stack([s[k] for s in samples])) for k in range(4)]
+
+
+def test_vae_supervision_ties_the_first_latents_to_parameters(small, tiny_config):
+    from dataclasses import replace
+    rng = np.random.default_rng(7)
+    cfg = replace(tiny_config, vae_supervise=50.0)
+    material = T.Material(small, rng, cfg)
+    samples = [T.vae_pair(material, rng) for _ in range(16)]
+    params, known = (np.stack([s[k] for s in samples]) for k in (4, 5))
+    assert known.sum() > 0 and np.all(np.abs(params[known == 0]) == 0)
+    batch = [torch.from_numpy(np.stack([s[k] for s in samples])) for k in range(6)]
+    torch.manual_seed(0)
+    model = SpectrumVAE(MODEL_GRID.npix, latent_dim=8)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        plain = T.vae_loss(model, *batch[:4], tiny_config, gen)[0]
+        gen = torch.Generator().manual_seed(0)
+        mean = model.encode(batch[0], batch[1])[0]
+        extra = float(50.0 * ((mean[:, :3] - batch[4]) ** 2 * batch[5]).sum(1).mean())
+        supervised = T.vae_loss(model, *batch[:4], cfg, gen, batch[4], batch[5])[0]
+    assert float(supervised) == pytest.approx(float(plain) + extra, rel=1e-5)
+
+
+def test_training_uses_ingest_prepare(items, small, tiny_config, monkeypatch):
+    """Training's data pipeline calls the very function ingest calls."""
+    calls = []
+    real = preprocess.prepare
+
+    def spy(spectrum, grid):
+        calls.append(grid)
+        return real(spectrum, grid)
+
+    monkeypatch.setattr(preprocess, "prepare", spy)
+    rng = np.random.default_rng(0)
+    material = T.Material(small, rng, tiny_config)
+    T.vae_pair(material, rng)
+    T.classifier_sample(material, rng)
+    E.prepared(small[:2])
+    assert len(calls) == 2 + 1 + 2 and all(g == MODEL_GRID for g in calls)
+
+
+def test_vae_one_epoch_lowers_the_loss(small, tiny_config):
+    batch = _fixed_vae_batch(small, tiny_config)
+    torch.manual_seed(tiny_config.seed)
+    untrained = SpectrumVAE(MODEL_GRID.npix, latent_dim=tiny_config.latent_dim)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        before = T.vae_loss(untrained, *batch, tiny_config, gen)[0]
+    model, history = T.train_vae(small, tiny_config, progress=False)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        after = T.vae_loss(model, *batch, tiny_config, gen)[0]
+    assert len(history) == 1 and history[0]["loss"] > 0
+    assert after < 0.9 * before      # untrained or broken training: ~1
+
+
+def test_classifier_one_epoch_lowers_the_loss(small, tiny_config):
+    rng = np.random.default_rng(5)
+    material = T.Material(small, rng, tiny_config)
+    samples = [T.classifier_sample(material, rng) for _ in range(48)]
+    flux = torch.from_numpy(np.stack([s[0] for s in samples]))
+    weight = torch.from_numpy(np.stack([s[1] for s in samples]))
+    label = torch.tensor([s[2] for s in samples])
+
+    def nll(model):
+        with torch.no_grad():
+            p = model(flux, weight)[0]
+        return float(-torch.log(p[torch.arange(len(label)), label]).mean())
+
+    torch.manual_seed(tiny_config.seed + 1)
+    untrained = SpectrumClassifier(MODEL_GRID.npix, heads=tiny_config.heads)
+    model, _ = T.train_classifier(small, tiny_config, progress=False)
+    assert nll(model) < nll(untrained)
+
+
+def test_save_then_load_gives_identical_outputs(tmp_path, held_out_spectra):
+    torch.manual_seed(0)
+    model = SpectrumVAE(MODEL_GRID.npix, latent_dim=8).eval()
+    path = T.save_checkpoint(tmp_path / "vae.pt", model, name="vae", config={},
+                             history=[], metrics={"x": 1.0})
+    again = T.load_checkpoint(path)
+    flux, weight = (torch.as_tensor(a[:16]) for a in held_out_spectra)
+    with torch.inference_mode():
+        for a, b in zip(model(flux, weight), again["model"](flux, weight)):
+            assert torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
+    assert json.loads((tmp_path / "vae.json").read_text())["metrics"] == {"x": 1.0}
