@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from retrspect.ingest.sources import read_source, served_arrays
+from retrspect.ingest.plots import new_axes, served_xy
+from retrspect.ingest.sources import read_source
 from retrspect.ingest.errors import ReaderError
 
 
@@ -21,23 +22,17 @@ from retrspect.ingest.errors import ReaderError
 def _canvas():
     """One figure per process, redrawn for each spectrum: a third of the
     cost of a new figure and ``tight_layout`` per PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 2.2), dpi=80)
+    fig, ax = new_axes(6, 2.2, 80)
     fig.subplots_adjust(left=0.12, right=0.98, bottom=0.2, top=0.88)
     line, = ax.plot([], [], lw=0.5, color="k")
-    ax.set_xlabel("vacuum wavelength [Angstrom]", fontsize=7)
-    ax.tick_params(labelsize=6)
     return fig, ax, line
 
 
 def plot_preview(spectrum, path: Path) -> None:
     """Write a small PNG of one spectrum (vacuum wavelength vs. flux)."""
     fig, ax, line = _canvas()
-    arrays = served_arrays(spectrum)
-    line.set_data(arrays["spectral"], arrays["flux"])
+    wavelength, flux = served_xy(spectrum)
+    line.set_data(wavelength, flux)
     meta = spectrum.meta
     ax.set_title(f"{meta.get('collection')} {meta.get('target_name') or ''}"
                  f"  ({meta['obs_id']})", fontsize=8)
@@ -46,7 +41,7 @@ def plot_preview(spectrum, path: Path) -> None:
     ax.set_autoscale_on(True)
     ax.relim()
     ax.autoscale_view()
-    finite = arrays["flux"][np.isfinite(arrays["flux"])]
+    finite = flux[np.isfinite(flux)]
     if finite.size:
         lo, hi = np.percentile(finite, [0.5, 99.5])
         pad = 0.1 * (hi - lo or abs(hi) or 1.0)

@@ -1,38 +1,153 @@
-"""Model cards (markdown), written by ``retrspect analyse`` from the figures.
+"""Model cards (markdown), written by ``retrspect analyse``: a template plus data.
 
-Every number in a card comes from the ONNX metadata, the checkpoint's full
-metrics, the latent analysis or the benchmark of the same run; the prose
-around them says what the numbers mean and, where a target is missed, why.
+As in Hugging Face model cards (``ModelCard.from_template(card_data,
+template_path)``), each card is a markdown template,
+``models/cards/templates/<name>.md``, filled with a context of figures.  The
+prose, including the conditional paragraphs, lives in the templates; this
+module only gathers and formats the numbers and chooses which paragraphs
+apply.  Every number comes from data, so a retrained model cannot carry last
+month's figures:
+
+* the ONNX metadata (``meta``: metrics, grid, labels) and the ONNX graph
+  (trunk layers);
+* the checkpoint's full metrics and training config, when there is one;
+  without it, the metadata metrics, the analysis dict (the shipped
+  classifier's held-out metrics, the supervision sweep) and the training
+  code's defaults (:class:`~retrspect.models.train.TrainConfig`);
+* the analysis dict, the benchmark and the ONNX-vs-torch equality record;
+* module constants and argument defaults of the training code (splits,
+  thresholds, scan set-up), and :data:`TARGETS`;
+* ``models/benchmarks/card_records.json`` for figures measured or looked up
+  once that nothing else stores; each entry says where it comes from.
+
+Templates use :class:`string.Template` (``$name``), not ``str.format_map``:
+a ``$name`` is only a name, with no format spec, attribute or index, so all
+formatting stays here and a template is prose; ``$`` never occurs in the
+cards while braces could (JSON, LaTeX); and ``substitute`` raises on a
+missing name, so no placeholder can be left unfilled.
+
+After the card body a template holds named fragments, each introduced by a
+line ``<!-- line: name -->`` (joined into one line, so the template can
+wrap it) or ``<!-- block: name -->`` (used as written).  Figures a card
+cannot know are written "n/a".
 """
 from __future__ import annotations
 
+import inspect
 import json
+import math
+import re
+import statistics
+import string
+from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
-from retrspect.models import catalogue, synthetic
+from retrspect.ingest.preprocess import C_KMS
+from retrspect.models import analysis as A
+from retrspect.models import catalogue, nets, synthetic
+from retrspect.models import evaluate as E
+from retrspect.models import velocity as V
+from retrspect.models.train import TrainConfig
 
 TARGETS = {
     "teff": 0.03, "logg": 0.3, "feh": 0.25, "accuracy": 0.90,
     "rv_kms": 5.0, "manga_dz": 5e-4, "speedup": 2.0,
 }
 
+#: Where the templates and the record of once-measured figures live.
+TEMPLATE_DIR = Path(__file__).resolve().parent / "cards" / "templates"
+RECORDS = Path(__file__).resolve().parent / "benchmarks" / "card_records.json"
 
-#: Why particular real spectra are hard (looked at by eye; the reasons, not
-#: the verdicts, which come from the metrics).
-KNOWN_HARD = {
-    "manga_test_spectra_6": (
-        "  Its S/N is about 2 per pixel, below the S/N 5 floor of the training "
-        "samples, and its strongest feature is a residual of the [O I] 5577 sky line."),
-    "linetools_phl957": (
-        "  A continuum-normalised echelle spectrum of a z = 2.68 quasar: on the grid its "
-        "only quasar signature is the Ly-alpha forest and a damped absorber over the "
-        "bluest ~370 pixels; redward it is flat with narrow metal lines, as a "
-        "normalised galaxy can be."),
-    "manga_multicomp_test_spectra_1": (
-        "  A z = 0.135 spaxel with strong, multi-component [O III] and H-alpha beyond "
-        "the grid."),
-}
+#: How many latent dimensions the card lists by information (a choice of
+#: presentation, not a figure).
+LISTED_DIMENSIONS = 8
+#: The MK subclass the classifier card uses to show an ordinal soft target.
+SOFT_TARGET_EXAMPLE = "G8"
+#: Labels that are not stellar classes.
+EXTRAGALACTIC = ("galaxy", "qso")
 
+_MARKER = re.compile(r"^<!-- (line|block): ([\w.-]+) -->$", re.MULTILINE)
+_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+          "nine", "ten", "eleven", "twelve")
+_FRACTIONS = {2: "half", 3: "third", 4: "quarter"}
+
+
+# --------------------------------------------------------------------------
+# Templates and records
+# --------------------------------------------------------------------------
+
+def load_template(name, directory=TEMPLATE_DIR):
+    """The body and the fragments of one card template.
+
+    Fragments keep the conditional prose in the template too, so the
+    template (not this module) is where every sentence of a card is read
+    and checked for typed-in numbers.
+
+    Parameters
+    ----------
+    name : str
+        "vae", "classifier" or "velocity".
+    directory : path, optional
+
+    Returns
+    -------
+    body : str
+        The card up to the first HTML comment at the start of a line.
+    fragments : dict of str
+        Named fragments; a "line" fragment is its lines joined by spaces, so
+        the template can wrap a paragraph the card writes as one line.
+    """
+    text = (Path(directory) / f"{name}.md").read_text()
+    start = re.search(r"^<!--", text, re.MULTILINE)
+    body = text[:start.start()] if start else text
+    fragments = {}
+    markers = list(_MARKER.finditer(text))
+    for n, marker in enumerate(markers):
+        end = markers[n + 1].start() if n + 1 < len(markers) else len(text)
+        chunk = text[marker.end():end].strip("\n")
+        if marker.group(1) == "line":
+            chunk = " ".join(chunk.split("\n"))
+        fragments[marker.group(2)] = chunk
+    return body.rstrip("\n") + "\n", fragments
+
+
+def load_records(path=RECORDS):
+    """The once-measured figures the cards quote.
+
+    Parameters
+    ----------
+    path : path, optional
+        ``card_records.json``; default the one beside this module, which is
+        in a checkout's ``models/benchmarks/`` but not in an installed package
+        (:func:`write_all` reads the one of the models directory analysed).
+
+    Returns
+    -------
+    dict
+        name -> value (each value's source stays in the file, for readers).
+    """
+    figures = json.loads(Path(path).read_text())["figures"]
+    return {name: entry["value"] for name, entry in figures.items()}
+
+
+class _Card:
+    """One template being filled: its fragments rendered with a context."""
+
+    def __init__(self, name, records):
+        self.body, self.fragments = load_template(name)
+        self.records = load_records() if records is None else records
+
+    def fragment(self, name, context):
+        return string.Template(self.fragments[name]).substitute(context)
+
+    def render(self, context):
+        return string.Template(self.body).substitute(context)
+
+
+# --------------------------------------------------------------------------
+# Formatting (every figure reaches a template as a string)
+# --------------------------------------------------------------------------
 
 def _pass(ok):
     return "met" if ok else "**missed**"
@@ -46,98 +161,243 @@ def _fmt(x, digits=3):
     return str(x)
 
 
-def _splits_table(checkpoint):
-    counts = checkpoint["config"]["splits"] if checkpoint else {}
-    rows = ["| split / collection | spectra |", "|---|---|"]
-    rows += [f"| {k} | {v} |" for k, v in counts.items()]
-    return "\n".join(rows)
+def _num(x, spec):
+    """``x`` formatted by ``spec``; "n/a" when unknown."""
+    return "n/a" if x is None else format(x, spec)
 
 
-def _common_header(name, path, meta, checkpoint):
+def _pct(x, spec=".2f"):
+    """A fraction as a percentage figure (without the % sign)."""
+    return "n/a" if x is None else format(100 * x, spec)
+
+
+def _sci(x):
+    """5e-4, not 5e-04 or 0.0005."""
+    mantissa, exponent = f"{x:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _significant(x, digits=2):
+    """``x`` rounded to ``digits`` significant digits, without an exponent."""
+    return f"{float(f'{x:.{digits}g}'):g}"
+
+
+def _word(n):
+    """Small counts in words, as the prose has them."""
+    return _WORDS[n] if 0 <= n < len(_WORDS) else str(n)
+
+
+def _ordinal(n):
+    """95 -> "95th", 1 -> "1st"."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _range(values):
+    return "-".join(f"{v:g}" for v in values)
+
+
+def _rows(rows, columns):
+    """Table rows, each after a newline (the template ends at the separator);
+    one row of n/a when there are none."""
+    return "".join("\n" + r for r in rows or ["| " + " | ".join(["n/a"] * columns) + " |"])
+
+
+def _default(function, parameter):
+    """The default of one argument of the training code."""
+    return inspect.signature(function).parameters[parameter].default
+
+
+def _noise(key):
+    """"self_retrieval_noise_0.02" or "noise_0.02" -> "2%"."""
+    return f"{100 * float(key.rsplit('_', 1)[1]):g}%"
+
+
+# --------------------------------------------------------------------------
+# Parts every card has
+# --------------------------------------------------------------------------
+
+def _trunk(path):
+    """Strided convolutions of the shipped graph: count, channel range, slope.
+
+    Read from the ONNX file itself, so the card describes what ships even if
+    the training code's defaults have moved since.
+    """
+    import onnx  # the "train" extra, like everything that writes cards
+
+    graph = onnx.load(str(path)).graph
+    shapes = {i.name: list(i.dims) for i in graph.initializer}
+    strided = [node for node in graph.node if node.op_type == "Conv" and any(
+        a.name == "strides" and max(a.ints) > 1 for a in node.attribute)]
+    channels = [shapes[node.input[1]][0] for node in strided]
+    slopes = {round(a.f, 6) for node in graph.node if node.op_type == "LeakyRelu"
+              for a in node.attribute if a.name == "alpha"}
+    return {"n_convolutions": _word(len(strided)),
+            "trunk_channels": _range([min(channels), max(channels)]) if channels else "n/a",
+            "leaky_slope": "/".join(f"{s:g}" for s in sorted(slopes)) or "n/a"}
+
+
+def _config(checkpoint):
+    """The checkpoint's training config, None without a checkpoint."""
+    if not checkpoint:
+        return None
+    return checkpoint.get("config", {}).get("config", {})
+
+
+def _setting(cfg, name):
+    """A training setting: the checkpoint's, else the training code's default."""
+    return (cfg or {}).get(name, asdict(TrainConfig())[name])
+
+
+def _counts(analysis, records):
+    """Catalogue counts: computed by ``report.analyse``, else the record."""
+    return analysis.get("catalogue_counts") or records["catalogue_counts"]
+
+
+def _common(card, path, meta, checkpoint, analysis, bench, equality):
+    """Header, splits, equality and speed: the context all cards share."""
     grid = meta["grid"]
+    records = card.records
     seconds = checkpoint["extra"].get("seconds") if checkpoint else None
-    return f"""\
-File: `models/{Path(path).name}` ({Path(path).stat().st_size / 1e6:.2f} MB, ONNX opset
-{meta['opset']}, version {meta['version']}, exported from commit `{meta['source_commit']}`).
-
-Input: `flux`, `weight` float32 `[batch, {grid.npix}]` from
-`ingest.preprocess.prepare(spectrum, grid)` with the grid in the metadata
-(`retrspect.grid`): {grid.npix} log-lambda pixels, vacuum
-{grid.wavelength[0]:.0f}-{grid.wavelength[-1]:.0f} A, {grid.velocity_step:.1f} km/s per
-pixel, blurred to R = {grid.resolving_power:.0f} when sharper.
-
-Training data: {meta['training_data']}.
-
-Training time on this machine (2 CPU threads): {_fmt(seconds, 0)} s.
-"""
-
-
-def _splits_text():
-    return f"""\
-Splits are by object, not by file: stars are grouped by a normalised name
-(MILES and STELIB spellings of one star agree; 118 stars have two spectra),
-ordered by a hash of the name within each class, and {int(catalogue.TEST_FRACTION * 100)}% go to
-test, {int(catalogue.VAL_FRACTION * 100)}% to validation, the rest to training; a star's
-spectra never straddle splits.  Every real galaxy (10 MaNGA spaxels, NGC 4151)
-and quasar is test-only: those classes are learned from stellar-population
-models and synthetic quasars.  Libraries that sdss-mangadap builds *from*
-MILES stars (`{"`, `".join(synthetic.LEAKY_LIBRARIES)}`) are never read.
-"""
+    counts = _counts(analysis, records)
+    splits = checkpoint["config"]["splits"] if checkpoint else {}
+    context = {
+        "file_name": Path(path).name, "file_mb": f"{Path(path).stat().st_size / 1e6:.2f}",
+        "opset": meta["opset"], "version": meta["version"],
+        "source_commit": meta["source_commit"], "npix": str(grid.npix),
+        "wave_range": f"{grid.wavelength[0]:.0f}-{grid.wavelength[-1]:.0f}",
+        "velocity_step": f"{grid.velocity_step:.1f}",
+        "resolving_power": f"{grid.resolving_power:.0f}",
+        "training_data": meta["training_data"],
+        "threads": str(records["training_threads"]), "training_seconds": _fmt(seconds, 0),
+        "stars_with_two_spectra": str(counts["stars_with_two_spectra"]),
+        "manga_spaxels": str(counts["manga_spaxels"]),
+        "test_percent": str(int(catalogue.TEST_FRACTION * 100)),
+        "val_percent": str(int(catalogue.VAL_FRACTION * 100)),
+        "leaky_libraries": "`, `".join(synthetic.LEAKY_LIBRARIES),
+        "splits_rows": _rows([f"| {k} | {v} |" for k, v in splits.items()], 2),
+    }
+    context["equality_line"] = _equality_line(card, meta["model"], equality)
+    context["bench_line"] = _bench_line(card, meta["model"], bench)
+    return context
 
 
-def _sweep_text(sweep, supervise):
-    """The card's section on how the supervision weight was chosen."""
+def _equality_line(card, name, equality):
+    if not equality or name not in equality.get("models", {}):
+        return ""
+    e = equality["models"][name]
+    diffs = {k: v for k, v in e["max_abs_difference"].items() if k != "max_relative"}
+    tolerance = equality.get("tolerance")
+    return "\n" + card.fragment("equality", {
+        "n_spectra": str(e["n_spectra"]), "worst_difference": f"{max(diffs.values()):.1e}",
+        "worst_relative": f"{e['max_abs_difference']['max_relative']:.1e}",
+        "tolerance": "n/a" if tolerance is None else _sci(tolerance)}) + "\n"
+
+
+def _bench_line(card, name, bench):
+    if not bench or name not in bench.get("models", {}):
+        return ""
+    configurations = bench.get("configurations") or {"as measured": bench}
+    parts = [card.fragment("bench_part", {
+        "configuration": config.replace("_", " "),
+        "onnx_ms": f"{b['onnx_ms_per_spectrum']:.3f}",
+        "torch_ms": f"{b['torch_ms_per_spectrum']:.3f}",
+        "speedup": f"{b['speedup_torch_over_onnx']:.2f}"})
+        for config, b in ((c, r["models"][name]) for c, r in configurations.items())]
+    return "\n" + card.fragment("bench", {
+        "batch": str(bench["batch"]), "bench_threads": str(bench["threads"]),
+        "bench_parts": "; ".join(parts)}) + "\n"
+
+
+# --------------------------------------------------------------------------
+# VAE
+# --------------------------------------------------------------------------
+
+def _shipped_sweep_row(sweep, knn):
+    """The sweep's run of the shipped VAE: the row whose test kNN figures are
+    the model's own (training is deterministic), None if there is none."""
+    keys = ("teff_median_rel_error", "logg_mae", "feh_mae")
+    for row in (sweep or {}).get("rows", []):
+        if all(math.isclose(row["test"][k], knn[k], rel_tol=1e-9) for k in keys):
+            return row
+    return None
+
+
+def _sweep_section(card, sweep, context):
+    """The section on how the supervision weight was chosen ("" without a sweep)."""
     if not sweep:
         return ""
-    rows = "\n".join(
-        f"| {r['weight']:g} | {r['val']['logg_mae']:.3f} | {100 * r['val']['teff_median_rel_error']:.2f}% "
-        f"| {r['val']['feh_mae']:.3f} | {100 * r['val']['self_retrieval_noise_0.02']:.1f}% / "
-        f"{100 * r['val']['self_retrieval_noise_0.05']:.1f}% | {r['test']['logg_mae']:.3f} | "
-        f"{100 * r['test']['self_retrieval_noise_0.02']:.1f}% / "
-        f"{100 * r['test']['self_retrieval_noise_0.05']:.1f}% |" for r in sweep["rows"])
-    return f"""
-### How the supervision weight was chosen
-`retrspect train --sweep-vae-supervise W,...` trains one VAE per weight
-(`models/benchmarks/vae_supervise_sweep.json`).  Rule: {sweep['rule']}
-(slack {sweep['slack']:g}).  It picked **{sweep['chosen']:g}**; the shipped model uses
-{supervise:g}.  Self-retrieval is the search-by-example figure above: supervision
-pulls stars with equal parameters together, and past some weight a user's copy
-of a spectrum finds a twin before the original.  Test columns are recorded,
-not used to choose.
+    noises = [k for k in sweep["rows"][0]["val"] if k.startswith("self_retrieval_noise_")]
 
-| weight | val log g MAE | val Teff | val [Fe/H] | val self-retrieval 2% / 5% | test log g MAE | test self-retrieval 2% / 5% |
-|---|---|---|---|---|---|---|
-{rows}
+    def retrieval(figures):
+        return " / ".join(f"{100 * figures[k]:.1f}%" for k in noises)
 
-![supervision sweep](../plots/supervision_sweep.png)
-"""
+    rows = [f"| {r['weight']:g} | {r['val']['logg_mae']:.3f} | "
+            f"{100 * r['val']['teff_median_rel_error']:.2f}% | {r['val']['feh_mae']:.3f} | "
+            f"{retrieval(r['val'])} | {r['test']['logg_mae']:.3f} | {retrieval(r['test'])} |"
+            for r in sweep["rows"]]
+    return "\n" + card.fragment("sweep", {
+        **context, "sweep_rule": sweep["rule"], "sweep_slack": f"{sweep['slack']:g}",
+        "sweep_chosen": f"{sweep['chosen']:g}",
+        "sweep_noises": " / ".join(_noise(k) for k in noises),
+        "sweep_rows": _rows(rows, 7)}) + "\n"
 
 
-def _self_retrieval_text(figures):
-    """The card's paragraph on search by example, if measured."""
+def _self_retrieval(card, figures, context):
+    """The paragraph on search by example ("" when not measured)."""
     if not figures:
         return ""
-    def noise(key):  # "noise_0.02" -> "2%"
-        return f"{100 * float(key.split('_')[1]):g}%"
-
-    parts = [f"{100 * f['first']:.1f}% at {noise(k)} noise (top 5: {100 * f['top5']:.1f}%)"
-             for k, f in figures.items()]
     first_key, first = next(iter(figures.items()))
-    return (f"\nSearch by example (`models.evaluate.self_retrieval`): {first['copies']} user copies "
-            f"of each of the {first['n_queries']} validation and test stars (served vacuum flux "
-            "resampled to 1.37 A steps with relative Gaussian noise, no errors, no "
-            "resolution or medium knowledge) are searched against the whole bundled "
-            f"archive ({first['n_index']} spectra on the grid); the original comes back "
-            f"first for {', '.join(parts)}.  A miss finds a near twin instead: at "
-            f"{noise(first_key)} noise the spectrum it "
-            f"returns differs from the query by a median {_fmt(first['misses_median_abs_dteff_k'], 0)} K "
-            f"in catalogue Teff and {_fmt(first['misses_median_abs_dlogg'], 2)} dex in log g.")
+    top_key = next(k for k in first if re.fullmatch(r"top\d+", k))
+    parts = [card.fragment("retrieval_at_noise", {
+        "found_first": _pct(f["first"], ".1f"), "noise": _noise(k),
+        "top_rank": top_key[len("top"):], "found_top": _pct(f[top_key], ".1f")})
+        for k, f in figures.items()]
+    return "\n" + card.fragment("self_retrieval", {
+        **context, "copies": str(first["copies"]),
+        "n_retrieval_queries": str(first["n_queries"]),
+        "copy_step": f"{_default(E.user_copy, 'step'):g}",
+        "n_retrieval_index": str(first["n_index"]),
+        "retrieval_by_noise": ", ".join(parts), "first_noise": _noise(first_key),
+        "miss_dteff": _fmt(first["misses_median_abs_dteff_k"], 0),
+        "miss_dlogg": _fmt(first["misses_median_abs_dlogg"], 2)})
 
 
-def vae_card(path, meta, checkpoint, analysis, bench, equality):
+def vae_card(path, meta, checkpoint, analysis, bench, equality, records=None):
+    """The VAE card's markdown.
+
+    Parameters
+    ----------
+    path : path of the shipped ONNX file
+    meta : dict
+        Its metadata (``load_model(path).info``).
+    checkpoint : dict or None
+        ``train.load_checkpoint`` of the same model; None renders from the
+        metadata, the analysis and the sweep, and "n/a" for what only the
+        checkpoint holds.
+    analysis : dict
+        ``report.analyse``'s analysis (``models/plots/latent_analysis.json``).
+    bench, equality : dict or None
+        ``models/benchmarks/onnx_vs_torch.json`` and ``..._outputs.json``.
+    records : dict, optional
+        :func:`load_records`; default the checkout's record.
+    """
+    card = _Card("vae", records)
+    records = card.records
     m = checkpoint["metrics"] if checkpoint else meta["metrics"]
+    cfg = _config(checkpoint)
     knn = m["knn_k5_l2"]
     base = m.get("baseline_flux_knn", {})
+    sweep = analysis.get("vae_supervise_sweep")
+    shipped_row = _shipped_sweep_row(sweep, knn)
+    if cfg is not None:
+        supervise = cfg.get("vae_supervise", 0.0)
+    elif shipped_row is not None:
+        supervise = shipped_row["weight"]
+    else:
+        supervise = _setting(None, "vae_supervise")
+    validation = m.get("knn_k5_l2_validation") or (shipped_row or {}).get("val", {})
+    cosine = m["knn_k5_cosine"]
     t_ok = knn["teff_median_rel_error"] <= TARGETS["teff"]
     g_ok = knn["logg_mae"] <= TARGETS["logg"]
     f_ok = knn["feh_mae"] <= TARGETS["feh"]
@@ -145,411 +405,352 @@ def vae_card(path, meta, checkpoint, analysis, bench, equality):
     names = analysis["parameters"]
     best = {p: max(range(len(mi)), key=lambda d: mi[d][j]) for j, p in enumerate(names)}
     info = analysis["information_bits"]
-    misses = []
-    if not g_ok:
-        misses.append(
-            f"- log g: {knn['logg_mae']:.3f} dex against 0.3 (missed by "
-            f"{knn['logg_mae'] - 0.3:.3f} dex).  The raw prepared flux used as the "
-            f"vector does no better ({_fmt(base.get('logg_mae'))} dex): with ~800 "
-            "training stars the k=5 neighbours of a giant or dwarf often sit "
-            "0.5-1 dex away in gravity because the library samples the HR diagram "
-            "sparsely, and at R = 2000 over 3600-7400 A the gravity signatures "
-            "(Mg b wings, Balmer wings, Ca I 4227, CN) are weak next to Teff.  "
-            "Catalogue log g values themselves carry ~0.2 dex errors.")
-    if not f_ok:
-        misses.append(
-            f"- [Fe/H]: {knn['feh_mae']:.3f} dex against 0.25 (missed by "
-            f"{knn['feh_mae'] - 0.25:.3f} dex); the flux baseline gives "
-            f"{_fmt(base.get('feh_mae'))} dex.")
-    if not t_ok:
-        misses.append(f"- Teff: {100 * knn['teff_median_rel_error']:.2f}% against 3%.")
-    if not misses:
-        misses.append("- All three kNN targets are met on the held-out MILES stars.")
-    feh_best = max(mi[d][2] for d in range(len(mi)))
-    cfg = (checkpoint or {}).get("config", {}).get("config", {})
-    supervise = cfg.get("vae_supervise", 0.0)
-    labels_text = (
-        "No labels are used." if not supervise else
-        f"**Weakly supervised** (after Romaniello et al. 2022): for training stars with "
-        f"catalogue parameters the loss adds {supervise:g} x the squared distance of the "
-        "posterior means z0, z1, z2 from standardised log Teff, log g and [Fe/H] "
-        "(`models.data.standard_parameters`), so those three dimensions are tied to "
-        "the parameters and the L2 neighbours of a star agree in gravity; galaxies, "
-        "quasars and stars without parameters get no such term.  Test and validation "
-        "stars never enter training.")
-    if supervise:
-        mi_text = ("z0, z1 and z2 are supervised (log Teff, log g, [Fe/H]), so their "
-                   "information about those parameters is by construction, not a finding "
-                   "like Sedaghat et al.'s (who found none about metallicity without "
-                   f"labels); the largest [Fe/H] MI is {feh_best:.2f} bits.  The "
-                   "unsupervised shipped model before this one (0.52 bits for [Fe/H] in "
-                   "one free dimension) showed the flux itself carries it.")
-    else:
-        mi_text = ("Unlike Sedaghat et al., the latents here do carry metallicity "
-                   f"information ([Fe/H] MI up to {feh_best:.2f} bits, and the kNN figure "
-                   "above), though entangled with Teff: most dimensions that know [Fe/H] "
-                   "know Teff too.")
-    sweep_text = _sweep_text(analysis.get("vae_supervise_sweep"), supervise)
-    return f"""# VAE: latent vectors for similarity search
+    n_supervised = len(catalogue.PARAM_SHIFT)
+    supervised = [f"z{d}" for d in range(n_supervised)]
+    high = next((k for k in m if re.fullmatch(r"test_stars_anomaly_p\d+", k)),
+                "test_stars_anomaly_p95")  # the metric names its percentile
+    sedaghat = records["sedaghat_latents"]
 
-{_common_header('vae', path, meta, checkpoint)}
-## What it is
-A 1-D convolutional variational autoencoder in the spirit of Sedaghat et al.
-(2021): six strided convolutions (8-64 channels, LeakyReLU 0.1) to a
-{analysis['latent_dim']}-d mean and log-variance, a three-layer MLP decoder, trained as a
-denoising / inpainting VAE (the target is the same observation without noise,
-calibration tilt, cut-offs, gaps or cosmic rays) with a Laplace (L1)
-reconstruction term and a KL weight (weak disentanglement; see the config in
-the checkpoint).  {labels_text}  Outputs: `latent_mean` (the published
-vector; distance: **{meta['metric']}**), `latent_logvar`, `reconstruction`, `anomaly`
-(mean over covered pixels of (flux - reconstruction)^2 / (sigma^2 + 0.01^2),
-sigma from the weights or, for files without errors, the DER_SNR estimate).
-
-## Data and splits
-{_splits_text()}
-{_splits_table(checkpoint)}
-
-## Targets (held-out real MILES stars as queries, training stars as the index)
-k = 5 nearest neighbours in latent space ({meta['metric']} on `latent_mean`),
-prediction = mean of the neighbours' catalogue values; {knn['n_queries']} test MILES stars
-with Teff, log g and [Fe/H]; index {knn['n_index']} training stars (MILES + STELIB).
-
-| figure | VAE latent | prepared flux (no model) | target | |
-|---|---|---|---|---|
-| median abs(dTeff)/Teff | {100 * knn['teff_median_rel_error']:.2f}% | {100 * base.get('teff_median_rel_error', float('nan')):.2f}% | 3% | {_pass(t_ok)} |
-| log g MAE | {knn['logg_mae']:.3f} dex | {_fmt(base.get('logg_mae'))} dex | 0.3 dex | {_pass(g_ok)} |
-| [Fe/H] MAE | {knn['feh_mae']:.3f} dex | {_fmt(base.get('feh_mae'))} dex | 0.25 dex | {_pass(f_ok)} |
-
-Validation stars (used for choosing settings; test never was):
-abs(dTeff)/Teff {100 * m['knn_k5_l2_validation']['teff_median_rel_error']:.2f}%, log g
-{m['knn_k5_l2_validation']['logg_mae']:.3f}, [Fe/H] {m['knn_k5_l2_validation']['feh_mae']:.3f}.
-Cosine distance instead of L2: {100 * m['knn_k5_cosine']['teff_median_rel_error']:.2f}%,
-{m['knn_k5_cosine']['logg_mae']:.3f}, {m['knn_k5_cosine']['feh_mae']:.3f}.
-{_self_retrieval_text(m.get('self_retrieval'))}
-
-Reconstruction: median L1 per pixel {m['test_stars_reconstruction_l1_median']:.4f} (test stars),
-{m['galaxies_reconstruction_l1_median']:.4f} (real galaxies), {m['qsos_reconstruction_l1_median']:.4f} (real QSOs).
-Anomaly: median {m['test_stars_anomaly_median']:.2f} for test stars (95th percentile
-{m['test_stars_anomaly_p95']:.1f}), {m['galaxies_anomaly_median']:.1f} for the real galaxies,
-{m['qsos_anomaly_median']:.1f} for the real quasars.
-
-### What misses and why
-{chr(10).join(misses)}
-{sweep_text}
-## What the latent dimensions mean
-Over {analysis['n_stars']} real stars: **{len(analysis['mad_informative'])}** of {analysis['latent_dim']} dimensions are
-informative by Sedaghat's rule (MAD of the mean > 0.02), and
-**{len(analysis['information_informative'])}** carry more than 0.1 bit about the spectrum by the
-independent information-theoretic estimate I(x; z_d) = E KL(q(z_d|x) || q(z_d))
-(bits per dimension, largest first: {', '.join(f'z{d} {info[d]:.2f}' for d in sorted(range(len(info)), key=lambda d: -info[d])[:8])}).
-The VAE prior pushes idle dimensions to the prior; with a weak KL weight more
-dimensions stay in use than the ~6 of 128 Sedaghat found, because these
-spectra span O to M stars, galaxies and quasars rather than one instrument's
-FGK stars.
-
-Mutual information with the physical parameters (KSG estimator, k = 5,
-{analysis['n_labelled']} stars; RV from the same stars shifted by injected velocities,
-since MILES and STELIB are in the rest frame): the most informative dimension
-for Teff is z{best['Teff']} ({mi[best['Teff']][0]:.2f} bits), for log g z{best['log g']}
-({mi[best['log g']][1]:.2f} bits), for [Fe/H] z{best['[Fe/H]']} ({feh_best:.2f} bits),
-for RV z{best['RV']} ({mi[best['RV']][3]:.2f} bits).  {mi_text}  The 10 x 10 histogram estimates (as in the paper) are in
-`models/plots/latent_analysis.json`.
-
-![latent pairs](../plots/latent_pairs.png)
-![MI heat map](../plots/mi_heatmap.png)
-![reconstructions](../plots/reconstructions.png)
-
-## Reproduce
-`retrspect train && retrspect export && retrspect analyse` (about 7 minutes on 2 cores;
-`python -c "from retrspect.models.cli import train; train(['--only', 'vae'])"` trains one model)
-(seeds are fixed: a rerun on this machine with 2 threads gave bit-identical
-weights and the same metrics; file names differ only through the commit in
-the metadata, and another CPU or thread count may change float rounding and
-so the metrics slightly, ~0.02 dex in log g and [Fe/H]).
-{_equality_line('vae', equality)}{_bench_line('vae', bench)}
-"""
+    c = _common(card, path, meta, checkpoint, analysis, bench, equality)
+    c.update(_trunk(path))
+    c.update({
+        "latent_dim": str(analysis["latent_dim"]), "metric": meta["metric"],
+        "noise_floor": f"{_default(nets.SpectrumVAE, 'noise_floor'):g}",
+        "supervise": f"{supervise:g}", "supervised_dims": ", ".join(supervised),
+        "supervised_dims_prose": f"{', '.join(supervised[:-1])} and {supervised[-1]}",
+        "n_supervised": _word(n_supervised),
+        "knn_k": str(_default(E.latent_knn, "k")), "n_queries": str(knn["n_queries"]),
+        "n_index": str(knn["n_index"]), "n_index_rounded": f"{round(knn['n_index'], -2):.0f}",
+        "teff_pct": _pct(knn["teff_median_rel_error"]),
+        "base_teff_pct": _pct(base.get("teff_median_rel_error")),
+        "target_teff_pct": f"{100 * TARGETS['teff']:g}", "teff_verdict": _pass(t_ok),
+        "logg": f"{knn['logg_mae']:.3f}", "base_logg": _fmt(base.get("logg_mae")),
+        "target_logg": f"{TARGETS['logg']:g}", "logg_verdict": _pass(g_ok),
+        "logg_excess": f"{knn['logg_mae'] - TARGETS['logg']:.3f}",
+        "feh": f"{knn['feh_mae']:.3f}", "base_feh": _fmt(base.get("feh_mae")),
+        "target_feh": f"{TARGETS['feh']:g}", "feh_verdict": _pass(f_ok),
+        "feh_excess": f"{knn['feh_mae'] - TARGETS['feh']:.3f}",
+        "val_teff_pct": _pct(validation.get("teff_median_rel_error")),
+        "val_logg": _num(validation.get("logg_mae"), ".3f"),
+        "val_feh": _num(validation.get("feh_mae"), ".3f"),
+        "cosine_teff_pct": _pct(cosine["teff_median_rel_error"]),
+        "cosine_logg": f"{cosine['logg_mae']:.3f}", "cosine_feh": f"{cosine['feh_mae']:.3f}",
+        "reconstruction_stars": _num(m.get("test_stars_reconstruction_l1_median"), ".4f"),
+        "reconstruction_galaxies": _num(m.get("galaxies_reconstruction_l1_median"), ".4f"),
+        "reconstruction_qsos": _num(m.get("qsos_reconstruction_l1_median"), ".4f"),
+        "anomaly_stars": _num(m.get("test_stars_anomaly_median"), ".2f"),
+        "anomaly_percentile": _ordinal(int(high[len("test_stars_anomaly_p"):])),
+        "anomaly_stars_high": _num(m.get(high), ".1f"),
+        "anomaly_galaxies": _num(m.get("galaxies_anomaly_median"), ".1f"),
+        "anomaly_qsos": _num(m.get("qsos_anomaly_median"), ".1f"),
+        "gravity_offset": _range(records["vae_gravity_neighbour_offset_dex"]),
+        "catalogue_logg_error": f"{records['catalogue_logg_error_dex']:g}",
+        "n_stars": str(analysis["n_stars"]), "n_labelled": str(analysis["n_labelled"]),
+        "n_mad_informative": str(len(analysis["mad_informative"])),
+        "n_information_informative": str(len(analysis["information_informative"])),
+        "mad_threshold": f"{A.MAD_THRESHOLD:g}",
+        "information_threshold": f"{A.INFORMATION_THRESHOLD:g}",
+        "most_informative": ", ".join(
+            f"z{d} {info[d]:.2f}" for d in sorted(range(len(info)),
+                                                 key=lambda d: -info[d])[:LISTED_DIMENSIONS]),
+        "sedaghat_used": str(sedaghat["informative"]),
+        "sedaghat_latent_dim": str(sedaghat["latent_dim"]),
+        "ksg_k": str(_default(A.mi_ksg, "k")),
+        "histogram_bins": str(_default(A.mi_histogram, "bins")),
+        "best_teff": f"z{best['Teff']}", "mi_teff": f"{mi[best['Teff']][0]:.2f}",
+        "best_logg": f"z{best['log g']}", "mi_logg": f"{mi[best['log g']][1]:.2f}",
+        "best_feh": f"z{best['[Fe/H]']}", "mi_feh": f"{max(row[2] for row in mi):.2f}",
+        "best_rv": f"z{best['RV']}", "mi_rv": f"{mi[best['RV']][3]:.2f}",
+        "unsupervised_feh_mi": f"{records['unsupervised_vae_feh_mi_bits']:.2f}",
+        "pipeline_minutes": str(records["pipeline_minutes"]),
+        "reproduction_dex": f"{records['reproduction_vae_dex']:g}",
+    })
+    c["labels_text"] = card.fragment("labels_supervised" if supervise else "labels_none", c)
+    c["mi_text"] = card.fragment("mi_supervised" if supervise else "mi_unsupervised", c)
+    misses = [card.fragment(name, c) for name, ok in
+              (("miss_logg", g_ok), ("miss_feh", f_ok), ("miss_teff", t_ok)) if not ok]
+    c["misses"] = "\n".join(misses or [card.fragment("all_met", c)])
+    c["self_retrieval"] = _self_retrieval(card, m.get("self_retrieval"), c)
+    c["sweep_section"] = _sweep_section(card, sweep, c)
+    return card.render(c)
 
 
-def _parameter_ceiling(m):
-    """The card's sentence on the catalogue-parameter classifier, if measured."""
+# --------------------------------------------------------------------------
+# Classifier
+# --------------------------------------------------------------------------
+
+def _soft_target_example():
+    """How :func:`catalogue.ordinal_target` teaches a SOFT_TARGET_EXAMPLE star:
+    "0.65 G / 0.35 K"."""
+    label = SOFT_TARGET_EXAMPLE[0]
+    star = SimpleNamespace(label=label, spectrum=SimpleNamespace(
+        meta={"mk_type": SOFT_TARGET_EXAMPLE}))
+    target = catalogue.ordinal_target(star)
+    shares = sorted(((v, catalogue.CLASSES[k]) for k, v in enumerate(target) if v > 0),
+                    key=lambda share: -share[0])
+    return " / ".join(f"{v:.2f} {name}" for v, name in shares)
+
+
+def _in_label_order(per_class, labels):
+    """(class, value) in the model's output order (the metadata's JSON has
+    its keys sorted)."""
+    return sorted(per_class.items(),
+                  key=lambda kv: labels.index(kv[0]) if kv[0] in labels else len(labels))
+
+
+def _classifier_metrics(meta, checkpoint, analysis):
+    """The checkpoint's metrics; without one, the metadata's over the
+    analysis's held-out metrics of the same shipped ONNX file."""
+    if checkpoint:
+        return checkpoint["metrics"]
+    return {**analysis.get("classifier_onnx", {}), **meta["metrics"]}
+
+
+def classifier_card(path, meta, checkpoint, analysis, bench, equality, records=None):
+    """The classifier card's markdown (parameters as :func:`vae_card`)."""
+    card = _Card("classifier", records)
+    records = card.records
+    m = _classifier_metrics(meta, checkpoint, analysis)
+    cfg = _config(checkpoint)
+    acc = m["test_star_accuracy"]
+    ok = acc >= TARGETS["accuracy"]
+    real = m.get("real_galaxies_and_qsos", [])
+    min_coverage = _default(nets.SpectrumClassifier, "min_coverage")
+    counts = _counts(analysis, records)
+    experiments = records["classifier_experiments"]
+
+    def experiment(name):
+        e = experiments[name]
+        return card.fragment("experiment", {
+            "validation_accuracy": f"{e['validation_accuracy']:.3f}",
+            "baseline_accuracy": f"{e['baseline_validation_accuracy']:.3f}"})
+
+    rule_example = records["label_rule_example"]
+    first, second = records["teff_backed_examples"]
+    c = _common(card, path, meta, checkpoint, analysis, bench, equality)
+    c.update(_trunk(path))
+    c.update({
+        "n_labels": str(len(meta["labels"])), "heads": str(_setting(cfg, "heads")),
+        "temperature": f"{m['temperature']:.2f}",
+        "min_coverage_pct": f"{100 * min_coverage:g}",
+        "labels_json": json.dumps(meta["labels"]),
+        "emission_ew": f"{catalogue.EMISSION_EW:.0f}",
+        "n_test_stars": str(m["n_test_stars"]),
+        "n_stellar_classes": str(sum(label not in EXTRAGALACTIC for label in meta["labels"])),
+        "accuracy": f"{acc:.3f}", "target_accuracy": f"{TARGETS['accuracy']:.2f}",
+        "accuracy_verdict": _pass(ok),
+        "accuracy_shortfall": f"{TARGETS['accuracy'] - acc:.3f}",
+        "main_accuracy": f"{m['test_star_main_class_accuracy']:.3f}",
+        "within_one": f"{m['test_star_main_class_within_one']:.3f}",
+        "within_one_pct": _pct(m["test_star_main_class_within_one"], ".1f"),
+        "n_consistent": _fmt(m.get("n_test_stars_label_consistent")),
+        "consistent_accuracy": _fmt(m.get("test_star_accuracy_label_consistent")),
+        "real_correct": str(m["real_extragalactic_correct"]),
+        "real_total": str(m["real_extragalactic_total"]),
+        "real_verdict": _pass(m["real_extragalactic_correct"] == m["real_extragalactic_total"]),
+        "real_correct_covered": str(m["real_extragalactic_correct_with_coverage"]),
+        "real_covered": str(m["real_extragalactic_with_coverage"]),
+        "rule_example_type": rule_example["mk_type"],
+        "rule_example_teff": str(rule_example["teff_k"]),
+        "validation_accuracy": _fmt(m.get("validation_star_accuracy")),
+        "n_validation_stars": _fmt(m.get("n_validation_stars")),
+        "recall": ", ".join(f"{k} {v:.2f}" for k, v in _in_label_order(
+            m["per_class_recall"], meta["labels"])),
+        "calibration_bins": str(records["calibration_bins"]),
+        "calibration_error": f"{m['expected_calibration_error']:.3f}",
+        "uncertainty_right": _num(m.get("uncertainty_correct_median"), ".2f"),
+        "uncertainty_wrong": _fmt(m.get("uncertainty_wrong_median"), 2),
+        "real_rows": _rows([f"| {r['obs_id']} | {r['truth']} | {r['predicted']} | "
+                            f"{r['probability']:.2f} | {r['uncertainty']:.2f} | "
+                            f"{r['grid_coverage']:.2f} |" for r in real], 6),
+        "o_star_spectra": _word(counts["o_star_spectra"]),
+        "o_star_test_spectra": _word(counts["o_star_spectra_test"]),
+        "reproduction_points": str(records["reproduction_classifier_points"]),
+        "one_spectrum_points": f"{100 / max(m['n_test_stars'], 1):.1f}",
+        "errors": str(m.get("errors", "?")),
+        "errors_at_boundary": str(m.get("errors_at_subclass_boundary", "?")),
+        "errors_backed": str(m.get("errors_backed_by_catalogue_teff", "?")),
+        "flux_baseline_k": str(_default(E.knn_class_baseline, "k")),
+        "flux_baseline_accuracy": _fmt(m.get("baseline_knn_flux_accuracy")),
+        "wider_trunk": _range(records["classifier_wider_trunk_channels"]),
+        "soft_example": SOFT_TARGET_EXAMPLE, "soft_example_target": _soft_target_example(),
+        "experiment_soft": experiment("soft_targets"),
+        "experiment_aux": experiment("parameter_head"),
+        "experiment_rule": experiment("label_rule"),
+        "experiment_snr_floor": f"{experiments['snr_floor']['min_snr']:g}",
+        "experiment_snr": experiment("snr_floor"),
+        "min_snr": f"{_setting(cfg, 'clf_min_snr'):g}",
+        "backed_first_type": first["mk_type"], "backed_first_teff": str(first["teff_k"]),
+        "backed_first_called": first["called"],
+        "backed_second_type": second["mk_type"], "backed_second_teff": str(second["teff_k"]),
+        "backed_second_called": second["called"],
+    })
+    c["rule_text"] = card.fragment(
+        "rule_used" if (cfg or {}).get("clf_label_rule") else "rule_unused", c)
+    c["parameter_ceiling"] = _parameter_ceiling(card, m, c)
+    why = [card.fragment("miss_accuracy", c)] if not ok else []
+    for r in real:
+        if r["truth"] == r["predicted"]:
+            continue
+        row = {**c, "obs_id": r["obs_id"], "truth": r["truth"], "predicted": r["predicted"],
+               "coverage_pct": f"{100 * r['grid_coverage']:.0f}",
+               "probability": f"{r['probability']:.2f}",
+               "uncertainty": f"{r['uncertainty']:.2f}"}
+        if r["grid_coverage"] < min_coverage:
+            why.append(card.fragment("real_uncovered", row))
+        else:
+            row["known_hard"] = _known_hard(card, r["obs_id"], c)
+            why.append(card.fragment("real_wrong", row))
+    c["misses"] = "\n".join(why or [card.fragment("all_met", c)])
+    return card.render(c)
+
+
+def _parameter_ceiling(card, m, context):
+    """The sentence on the catalogue-parameter classifier ("" if not measured)."""
     base = m.get("baseline_catalogue_parameters")
     if not base:
         return ""
     test, val = base["test"], base["val"]
-    return (f"  A classifier that is given each star's catalogue Teff and log g instead "
-            f"of its spectrum (the majority class of the {test['k']} training stars "
-            f"nearest in log Teff and log g) is right for {test['accuracy']:.3f} of the "
-            f"{test['n']} test stars ({val['accuracy']:.3f} on validation): a network "
-            "that learned the physical parameters perfectly would sit about there. "
-            "To pass 0.90 it would have to learn where the catalogue's types disagree "
-            "with the catalogue's own parameters.")
+    return "  " + card.fragment("parameter_ceiling", {
+        **context, "ceiling_k": str(test["k"]), "ceiling_test": f"{test['accuracy']:.3f}",
+        "ceiling_n": str(test["n"]), "ceiling_validation": f"{val['accuracy']:.3f}"})
 
 
-def classifier_card(path, meta, checkpoint, analysis, bench, equality):
-    m = checkpoint["metrics"] if checkpoint else meta["metrics"]
-    acc = m["test_star_accuracy"]
-    main = m["test_star_main_class_accuracy"]
-    ok = acc >= TARGETS["accuracy"]
-    real = m["real_galaxies_and_qsos"]
-    rows = "\n".join(f"| {r['obs_id']} | {r['truth']} | {r['predicted']} | "
-                     f"{r['probability']:.2f} | {r['uncertainty']:.2f} | {r['grid_coverage']:.2f} |"
-                     for r in real)
-    recall = ", ".join(f"{k} {v:.2f}" for k, v in m["per_class_recall"].items())
-    wrong = [r for r in real if r["truth"] != r["predicted"]]
-    why = []
-    if not ok:
-        why.append(
-            f"- Held-out star accuracy {acc:.3f} against 0.90 (missed by {0.9 - acc:.3f}).  "
-            f"Of the {m.get('errors', '?')} wrong answers, {m.get('errors_at_subclass_boundary', '?')} "
-            "are between neighbouring classes at a boundary subclass (a G8-G9 star called K, "
-            "a K0 called G, an F9 called G, an A0 supergiant called B): MK classes are "
-            "bins on a continuum, and at R = 2000 the last subclasses of one class and the "
-            f"first of the next look alike; {100 * m['test_star_main_class_within_one']:.1f}% are "
-            "right within one class.  A model-free classifier (the majority class of the "
-            "5 nearest training stars in prepared flux) reaches "
-            f"{_fmt(m.get('baseline_knn_flux_accuracy'))}; a wider trunk (16-64 channels), "
-            "more epochs and weaker or stronger augmentation did not move the network's "
-            "accuracy by more than a spectrum or two; neither did (in single-thread "
-            "experiment runs, validation accuracy against the same run without the change) "
-            "ordinal soft targets from the MK subclass (a G8 star taught as 0.65 G / "
-            "0.35 K: 0.890 against 0.890), a multi-task head regressing log Teff, "
-            "log g and [Fe/H] beside the classes (0.881 against 0.890), leaving the "
-            "label-inconsistent training stars out (0.898 against 0.898) or training "
-            "down to S/N 2 instead of 5 (0.898 against 0.898).  In "
-            f"{m.get('errors_backed_by_catalogue_teff', '?')} of the {m.get('errors', '?')} "
-            "wrong answers the star's own catalogue Teff (on the dwarf scale) lies in the "
-            "class the network chose (a 'G8 V' at 5080 K called K, an 'A2' at 16900 K "
-            "called B): the catalogue's type and its Teff disagree, and the spectrum sides "
-            "with the Teff; only a few stars disagree by more than one class (the "
-            "label-quality row above)."
-            + _parameter_ceiling(m))
-    for r in wrong:
-        if r["grid_coverage"] < 0.05:
-            why.append(f"- {r['obs_id']} ({r['truth']}): covers {100 * r['grid_coverage']:.0f}% of the "
-                       "3600-7400 A grid (a far-UV FUSE or near-IR X-shooter spectrum); the model "
-                       "returns uniform probabilities with maximal uncertainty by design.")
-        else:
-            why.append(f"- {r['obs_id']} ({r['truth']}) is called {r['predicted']} "
-                       f"(p = {r['probability']:.2f}, uncertainty {r['uncertainty']:.2f} nats)."
-                       + KNOWN_HARD.get(r["obs_id"], ""))
-    if not why:
-        why.append("- Nothing: both targets are met.")
-    cfg = (checkpoint or {}).get("config", {}).get("config", {})
-    rule_text = ("Training uses the same rule (the training stars it sets aside "
-                 "are not used)." if cfg.get("clf_label_rule") else
-                 "Training does not use it (all labelled training stars are used); "
-                 "the row above only shows how much of the miss such stars explain.")
-    return f"""# Classifier: spectral class with calibrated probabilities
-
-{_common_header('classifier', path, meta, checkpoint)}
-## What it is
-A narrow VGG-like 1-D CNN in the spirit of Podsztavek & Skoda: a trunk of six
-strided convolutions shared by {len(meta['labels'])} classes' ensemble of
-4 heads (a deep ensemble on a shared trunk, each head trained on its own
-Poisson bootstrap weights).  `probabilities` is the mean of the heads'
-softmax after temperature scaling (T = {m['temperature']:.2f}, fitted on the
-validation split); `uncertainty` is its predictive entropy in nats (one pass,
-no Monte Carlo at ingest).  When less than 5% of the grid is covered the
-probabilities are pulled to uniform.  Labels in output order:
-`{json.dumps(meta['labels'])}`.
-
-Labels: the main MK class letter (O-M, subdwarf prefix dropped) from the
-MILES catalogue and STELIB headers; a star is an `emission_line_star` when
-its H-alpha rises above the local continuum with an equivalent width over
-{catalogue.EMISSION_EW:.0f} A, or it is a Wolf-Rayet star (white dwarfs, carbon and S stars and
-stars without a type are unlabelled and not scored).
-
-## Data and splits
-{_splits_text()}
-{_splits_table(checkpoint)}
-
-## Targets (held-out real spectra)
-| figure | value | target | |
-|---|---|---|---|
-| accuracy, {m['n_test_stars']} held-out labelled stars (all 8 stellar classes) | {acc:.3f} | 0.90 | {_pass(ok)} |
-| main class O-M only | {main:.3f} | | |
-| within one class (O-M) | {m['test_star_main_class_within_one']:.3f} | | |
-| accuracy on the {_fmt(m.get('n_test_stars_label_consistent'))} held-out stars whose catalogue class and Teff agree within one class (label-quality rule, see below; not the target figure) | {_fmt(m.get('test_star_accuracy_label_consistent'))} | | |
-| real galaxies and QSOs classified as such | {m['real_extragalactic_correct']}/{m['real_extragalactic_total']} | all | {_pass(m['real_extragalactic_correct'] == m['real_extragalactic_total'])} |
-| ... of those that overlap the grid | {m['real_extragalactic_correct_with_coverage']}/{m['real_extragalactic_with_coverage']} | | |
-
-The label-quality rule (`models.data.label_consistent`) sets aside a star
-whose catalogue class and catalogue Teff, read on the dwarf Teff scale of
-Pecaut & Mamajek (2013), are more than one class apart (a 'B5' at 6200 K):
-one of the two catalogue values is wrong.  {rule_text}
-
-Validation stars (used for choosing settings; test never was): accuracy
-{_fmt(m.get('validation_star_accuracy'))} on {_fmt(m.get('n_validation_stars'))} stars.
-
-Recall per class (held-out stars): {recall}.
-Expected calibration error (10 bins, held-out stars): {m['expected_calibration_error']:.3f}.
-Median uncertainty of right / wrong answers: {m['uncertainty_correct_median']:.2f} /
-{_fmt(m.get('uncertainty_wrong_median'), 2)} nats.
-
-| spectrum | truth | predicted | p | uncertainty | grid coverage |
-|---|---|---|---|---|---|
-{rows}
-
-### What misses and why
-{chr(10).join(why)}
-
-Classes are not separable by instrument: training applies random coverage
-cuts, calibration tilts, resampling and noise to every class, and the galaxy
-and quasar classes are learned from model spectra only, so the real MaNGA,
-SDSS, ESI and MagE spectra are a test across instruments.  O stars are rare
-(six spectra in both libraries); their figure rests on two test spectra.
-
-![confusion matrix](../plots/confusion.png)
-
-## Reproduce
-`retrspect train && retrspect export && retrspect analyse`
-(a rerun here gave bit-identical weights; elsewhere accuracy should agree
-within ~2 points: one of the {m['n_test_stars']} test spectra is {100 / max(m['n_test_stars'], 1):.1f} points).
-{_equality_line('classifier', equality)}{_bench_line('classifier', bench)}
-"""
+def _known_hard(card, obs_id, context):
+    """Why a particular real spectrum is hard (looked at by eye; the template
+    has the reason, the record its figures), "" when nobody looked."""
+    name = f"hard_{obs_id}"
+    if name not in card.fragments:
+        return ""
+    figures = card.records["known_hard"].get(obs_id, {})
+    return "  " + card.fragment(name, {**context, **{k: f"{v:g}" for k, v in figures.items()}})
 
 
-def velocity_card(path, meta, checkpoint, analysis, bench, equality):
+# --------------------------------------------------------------------------
+# Velocity
+# --------------------------------------------------------------------------
+
+def _scan_ranges(grid):
+    """What the coarse scan covers, from the shifts it really scans
+    (:func:`velocity.kind_ranges`), two significant digits."""
+    coarse = V.POOL * math.log(10) * grid.loglam_step
+    ranges = V.kind_ranges(grid, V.POOL)
+
+    def z(shift):
+        return math.expm1(shift * coarse)
+
+    return {"star_range_kms": _significant(ranges["star"][1] * coarse * C_KMS),
+            "galaxy_z_low": _significant(z(ranges["galaxy"][0])),
+            "galaxy_z_high": _significant(z(ranges["galaxy"][1])),
+            "qso_z_low": _significant(z(ranges["qso"][0])),
+            "qso_z_high": _significant(z(ranges["qso"][1]))}
+
+
+def _kms(block, key, spec=".2f"):
+    return _num((block or {}).get(key), spec)
+
+
+def velocity_card(path, meta, checkpoint, analysis, bench, equality, records=None):
+    """The velocity card's markdown (parameters as :func:`vae_card`)."""
+    card = _Card("velocity", records)
+    records = card.records
     m = checkpoint["metrics"] if checkpoint else meta["metrics"]
     fgk = m["fgk_snr50"]
     manga = m["manga"]
     rv_ok = fgk["robust_sigma_kms"] <= TARGETS["rv_kms"]
     manga_ok = manga["within_5e-4"] == manga["n"]
-    spaxels = "\n".join(
-        f"| {s['obs_id']} | {s['z_systemic']:.5f} | {s['z']:.5f} | {s['dz_over_1pz']:+.2e} | "
-        f"{s['snr_per_pixel']} |" for s in manga["spaxels"])
-    qsos = "\n".join(f"| {q['obs_id']} | {_fmt(q['z_catalogue'])} | {_fmt(q['z'])} | "
-                     f"{q['grid_coverage']:.2f} |" for q in m["qso_and_agn"])
+    templates = m.get("templates", {})
     stelib = m.get("stelib_minus_miles", {})
+    low_snr = m.get("fgk_snr10")
+    outliers = next(k for k in fgk if re.fullmatch(r"outliers_over_\d+_kms", k))
+    rotation = manga.get("rotation_equivalent_kms_median")
+    if rotation is None:  # as evaluate.velocity_metrics defines it
+        rotation = manga["abs_dz_median"] * C_KMS
+    spaxels = manga.get("spaxels", [])
+
+    c = _common(card, path, meta, checkpoint, analysis, bench, equality)
+    c.update(_scan_ranges(meta["grid"]))
+    c.update({
+        "pool": str(V.POOL), "phases": str(V.PHASES),
+        "phase_fraction": _FRACTIONS.get(V.PHASES, f"1/{V.PHASES}"),
+        "newton_steps": _word(_default(nets.VelocityScanner, "newton_steps")),
+        "systematic_floor": f"{m['systematic_floor_kms']:.2f}",
+        "min_coverage_pct": f"{100 * records['velocity_min_coverage']:g}",
+        **{f"{kind}_templates": _fmt(templates.get(kind, {}).get("templates"))
+           for kind in ("star", "galaxy", "qso")},
+        "fgk_stars": str(fgk["n_stars"]),
+        "fgk_per_star": str(fgk["n_measurements"] // max(fgk["n_stars"], 1)),
+        "injected_max_kms": f"{_default(E.injected_velocities, 'vmax'):g}",
+        "fgk_snr": f"{fgk['snr_per_native_pixel']:g}",
+        "mad_to_sigma": f"{1 / statistics.NormalDist().inv_cdf(0.75):.4f}",
+        "fgk_robust_sigma": f"{fgk['robust_sigma_kms']:.2f}",
+        "target_rv": f"{TARGETS['rv_kms']:g}", "rv_verdict": _pass(rv_ok),
+        "fgk_std": f"{fgk['std_kms']:.2f}", "fgk_bias": f"{fgk['bias_kms']:+.2f}",
+        "fgk_within_star": f"{fgk['within_star_std_kms']:.2f}",
+        "fgk_star_offsets": f"{fgk['star_offset_std_kms']:.2f}",
+        "fgk_median_error": f"{fgk['median_error_kms']:.2f}",
+        "fgk_pulls": f"{fgk['pull_robust_sigma']:.2f}",
+        "fgk_outliers": str(fgk[outliers]), "fgk_measurements": str(fgk["n_measurements"]),
+        "outlier_threshold": re.search(r"\d+", outliers).group(),
+        "outlier_offsets": _range(records["velocity_outlier_offsets_kms"]),
+        "target_dz": _sci(TARGETS["manga_dz"]),
+        "manga_within": str(manga["within_5e-4"]), "manga_n": str(manga["n"]),
+        "manga_verdict": _pass(manga_ok),
+        "oba_snr": _kms(m.get("oba_snr50"), "snr_per_native_pixel", "g"),
+        "oba_robust_sigma": _kms(m.get("oba_snr50"), "robust_sigma_kms", ".1f"),
+        "oba_std": _kms(m.get("oba_snr50"), "std_kms", ".1f"),
+        "m_robust_sigma": _kms(m.get("m_snr50"), "robust_sigma_kms", ".1f"),
+        "m_std": _kms(m.get("m_snr50"), "std_kms", ".1f"),
+        "fgk_low_snr": _kms(low_snr, "snr_per_native_pixel", "g"),
+        "fgk_low_snr_robust_sigma": _kms(low_snr, "robust_sigma_kms", ".1f"),
+        "stelib_median": _fmt(stelib.get("median_kms"), 1),
+        "stelib_robust_sigma": _fmt(stelib.get("robust_sigma_kms"), 1),
+        # no STELIB figure in a checkpoint means no test star is in both libraries
+        "stelib_stars": _fmt(stelib.get("n_stars", 0 if checkpoint else None)),
+        "rotation_limit_kms": f"{TARGETS['manga_dz'] * C_KMS:.0f}",
+        "manga_abs_dz": f"{manga['abs_dz_median']:.1e}",
+        "manga_rotation_kms": f"{rotation:.0f}",
+        "spaxel_rows": _rows([f"| {s['obs_id']} | {s['z_systemic']:.5f} | {s['z']:.5f} | "
+                              f"{s['dz_over_1pz']:+.2e} | {s['snr_per_pixel']} |"
+                              for s in spaxels], 5),
+        "qso_rows": _rows([f"| {q['obs_id']} | {_fmt(q['z_catalogue'])} | {_fmt(q['z'])} | "
+                           f"{q['grid_coverage']:.2f} |" for q in m.get("qso_and_agn", [])], 4),
+    })
     why = []
     if fgk["std_kms"] > TARGETS["rv_kms"]:
-        why.append(
-            f"- The plain standard deviation ({fgk['std_kms']:.2f} km/s) is above 5 km/s while the "
-            f"robust sigma is {fgk['robust_sigma_kms']:.2f}: a few stars are off by 10-30 km/s "
-            f"({fgk['outliers_over_20_kms']} of {fgk['n_measurements']} measurements beyond 20 km/s).  "
-            f"Repeated injections into the same star scatter by only {fgk['within_star_std_kms']:.2f} km/s; "
-            f"the star-to-star offsets ({fgk['star_offset_std_kms']:.2f} km/s std) are each "
-            "star's template mismatch plus the residual of MILES's own rest-frame "
-            "correction, which the test cannot separate (no independent RVs ship with MILES).")
+        why.append(card.fragment("std_above_target", c))
     if not rv_ok:
-        why.append(f"- Robust sigma {fgk['robust_sigma_kms']:.2f} km/s against 5 km/s.")
-    for s in manga["spaxels"]:
-        if abs(s["dz_over_1pz"]) >= 5e-4:
-            why.append(f"- {s['obs_id']}: dz/(1+z) = {s['dz_over_1pz']:+.2e} at S/N {s['snr_per_pixel']} "
-                       "per pixel: too noisy for the continuum-divided lines; the scan "
-                       "locks onto a noise peak of a galaxy template at the wrong redshift.")
-    if not why:
-        why.append("- Nothing: both targets are met.")
-    return f"""# Velocity / redshift: chi-square template scan
-
-{_common_header('velocity', path, meta, checkpoint)}
-## What it is
-A GaSNet-III-like estimator computed entirely inside the ONNX graph: the
-spectrum is divided by a running-mean continuum and compared, by chi-square,
-with continuum-divided rest-frame templates shifted in log-lambda.  A coarse
-scan (8-pixel bins) covers stars (+-3000 km/s), galaxies (z -0.005 to 0.5) and
-quasars (z 0.1 to 5) with every template; around the winner a scan over
-integer pixels and two Newton steps on 4 sub-pixel template phases (the
-template rebinned at quarter-pixel shifts, so an undersampled spectrum is
-modelled as it was binned) give the shift; the error is the Cramer-Rao bound
-scaled by sqrt(reduced chi-square), with a systematic floor of
-{m['systematic_floor_kms']:.2f} km/s (calibrated on validation stars) in quadrature.
-Outputs: `redshift` z (observed frame relative to vacuum rest wavelengths; for
-stars c*z is the radial velocity) and `redshift_error`; NaN when less than 5%
-of the grid is covered.  The templates are the model's learned part:
-k-means clusters of training stars ({m['templates']['star']['templates']}), of synthetic galaxies from
-stellar-population models ({m['templates']['galaxy']['templates']}) and of synthetic quasars
-({m['templates']['qso']['templates']}); no held-out spectrum is ever in a template.
-
-## Data and splits
-{_splits_text()}
-
-## Targets
-Injected radial velocities: {fgk['n_stars']} held-out FGK MILES stars, each shifted
-{fgk['n_measurements'] // max(fgk['n_stars'], 1)} times by a random velocity in +-300 km/s, with Gaussian noise at S/N 50
-per native pixel (errors supplied), air wavelengths, through `prepare`:
-
-| figure | value | target | |
-|---|---|---|---|
-| robust sigma (1.4826 MAD) of measured - injected | {fgk['robust_sigma_kms']:.2f} km/s | 5 km/s | {_pass(rv_ok)} |
-| standard deviation | {fgk['std_kms']:.2f} km/s | | |
-| bias (median) | {fgk['bias_kms']:+.2f} km/s | | |
-| scatter of repeated injections into one star | {fgk['within_star_std_kms']:.2f} km/s | | |
-| std of per-star offsets | {fgk['star_offset_std_kms']:.2f} km/s | | |
-| median quoted error; robust width of the pulls | {fgk['median_error_kms']:.2f} km/s; {fgk['pull_robust_sigma']:.2f} | | |
-| MaNGA spaxels within abs(dz)/(1+z) < 5e-4 of the galaxy's systemic z | {manga['within_5e-4']}/{manga['n']} | all | {_pass(manga_ok)} |
-
-Other types (held-out MILES and STELIB stars, S/N 50): O/B/A robust sigma
-{m['oba_snr50']['robust_sigma_kms']:.1f} km/s (std {m['oba_snr50']['std_kms']:.1f}); M
-{m['m_snr50']['robust_sigma_kms']:.1f} km/s (std {m['m_snr50']['std_kms']:.1f}); FGK at S/N 10:
-{m['fgk_snr10']['robust_sigma_kms']:.1f} km/s.  The same star in STELIB and MILES (both
-libraries are in the rest frame): STELIB - MILES median {_fmt(stelib.get('median_kms'), 1)} km/s,
-robust sigma {_fmt(stelib.get('robust_sigma_kms'), 1)} km/s over {stelib.get('n_stars', 0)} stars
-(STELIB's wavelength calibration).
-
-MaNGA: these are spaxels, so rotation (up to ~150 km/s, i.e. 5e-4 in z) is real
-signal relative to the systemic redshift; the median abs(dz)/(1+z)
-{manga['abs_dz_median']:.1e} corresponds to {manga['rotation_equivalent_kms_median']:.0f} km/s, which rotation
-can explain.
-
-| spaxel | systemic z | measured z | dz/(1+z) | S/N per pixel |
-|---|---|---|---|---|
-{spaxels}
-
-Quasars and the AGN (no redshift target; for information):
-
-| spectrum | catalogue z | measured z | grid coverage |
-|---|---|---|---|
-{qsos}
-
-### What misses and why
-{chr(10).join(why)}
-
-![velocity](../plots/velocity.png)
-
-## Reproduce
-`retrspect train && retrspect export && retrspect analyse`
-(the templates come from k-means with a fixed seed: a rerun here gave
-bit-identical templates).
-{_equality_line('velocity', equality)}{_bench_line('velocity', bench)}
-"""
+        why.append(card.fragment("miss_rv", c))
+    for s in spaxels:
+        if abs(s["dz_over_1pz"]) >= TARGETS["manga_dz"]:
+            why.append(card.fragment("miss_spaxel", {
+                **c, "obs_id": s["obs_id"], "dz_over_one_plus_z": f"{s['dz_over_1pz']:+.2e}",
+                "snr_per_pixel": str(s["snr_per_pixel"])}))
+    c["misses"] = "\n".join(why or [card.fragment("all_met", c)])
+    return card.render(c)
 
 
-def _equality_line(name, equality):
-    if not equality or name not in equality.get("models", {}):
-        return ""
-    e = equality["models"][name]
-    diffs = {k: v for k, v in e["max_abs_difference"].items() if k != "max_relative"}
-    worst = max(diffs.values())
-    return (f"\nONNX Runtime vs torch on {e['n_spectra']} held-out real spectra: largest "
-            f"absolute difference {worst:.1e} (relative {e['max_abs_difference']['max_relative']:.1e}; "
-            f"tolerance 1e-4).\n")
+# --------------------------------------------------------------------------
+# All three
+# --------------------------------------------------------------------------
 
+def write_all(cards_dir, files, models, checkpoints, analysis, bench, equality, *,
+              records=None):
+    """Write the three cards; return their paths.
 
-def _bench_line(name, bench):
-    if not bench or name not in bench.get("models", {}):
-        return ""
-    configurations = bench.get("configurations") or {"as measured": bench}
-    parts = []
-    for config, result in configurations.items():
-        b = result["models"][name]
-        parts.append(f"{config.replace('_', ' ')}: ONNX Runtime {b['onnx_ms_per_spectrum']:.3f} "
-                     f"ms per spectrum, eager torch {b['torch_ms_per_spectrum']:.3f} ms "
-                     f"(ratio {b['speedup_torch_over_onnx']:.2f}x)")
-    return (f"\nSpeed (batch {bench['batch']}, {bench['threads']} threads, `models/benchmarks/"
-            f"onnx_vs_torch.json`; 'not spinning' is how ingest runs, 'spinning' both "
-            f"runtimes' defaults on an idle machine): {'; '.join(parts)}.\n")
-
-
-def write_all(cards_dir, files, models, checkpoints, analysis, bench, equality):
-    """Write the three cards; return their paths."""
+    ``records`` defaults to ``benchmarks/card_records.json`` beside
+    ``cards_dir`` (the models directory being analysed, like the benchmark).
+    """
     cards_dir = Path(cards_dir)
+    if records is None:
+        records = load_records(cards_dir.parent / "benchmarks" / RECORDS.name)
     cards_dir.mkdir(parents=True, exist_ok=True)
     makers = {"vae": vae_card, "classifier": classifier_card, "velocity": velocity_card}
     written = []
     for name, maker in makers.items():
         meta = models[name].info
-        text = maker(files[name], meta, checkpoints.get(name), analysis, bench, equality)
+        text = maker(files[name], meta, checkpoints.get(name), analysis, bench, equality,
+                     records)
         path = cards_dir / f"{name}.md"
         path.write_text(text)
         written.append(path)

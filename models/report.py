@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,7 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
         "parameters": list(PARAMETERS),
         "mi_ksg_bits": mi_ksg.tolist(), "mi_histogram_bits": mi_hist.tolist(),
         "classifier_onnx": E.public(clf_metrics),
+        "catalogue_counts": catalogue_counts(items),
     }
     sweep = bench_dir / "vae_supervise_sweep.json"
     if sweep.exists():
@@ -153,6 +155,21 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
             log(f"warning: {Path(path).name} is {size / 1e3:.0f} kB")
     log(f"analyse: done in {time.perf_counter() - started:.0f} s")
     return {"plots": plots, "cards": written, "analysis": analysis, "benchmark": bench}
+
+
+def catalogue_counts(items):
+    """Counts of the labelled catalogue that the cards quote.
+
+    Stars with two spectra (one ``star_id``: MILES and STELIB spellings of
+    one star agree), the MaNGA spaxels, and the O-star spectra and how many
+    of them are test spectra (the classifier's O figure rests on those).
+    """
+    spectra = Counter(i.star_id for i in items if i.kind == "star")
+    o_stars = [i for i in items if i.label == "O"]
+    return {"stars_with_two_spectra": sum(n == 2 for n in spectra.values()),
+            "manga_spaxels": sum(i.collection == "MaNGA" for i in items),
+            "o_star_spectra": len(o_stars),
+            "o_star_spectra_test": sum(i.split == "test" for i in o_stars)}
 
 
 def shipped_files(models_dir):

@@ -126,24 +126,17 @@ def _operator() -> str:
 
 def overlay_png(query, neighbour, title: str) -> str:
     """Base64 PNG of a neighbour (red) over the uploaded spectrum (black)."""
-    import matplotlib
-    matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from retrspect.ingest.sources import served_arrays
+    from retrspect.ingest.plots import new_axes, served_xy
 
-    fig, ax = plt.subplots(figsize=(5.5, 1.9), dpi=72)
+    fig, ax = new_axes(5.5, 1.9, 72)
     for spectrum, colour, label in ((query, "k", "upload"),
                                     (neighbour, "tab:red", "neighbour")):
-        arrays = served_arrays(spectrum)
-        flux = arrays["flux"]
-        scale = np.nanmedian(np.abs(flux)) or 1.0
-        ax.plot(arrays["spectral"], flux / scale, lw=0.6, color=colour,
+        ax.plot(*served_xy(spectrum, normalise=True), lw=0.6, color=colour,
                 label=label, alpha=0.8)
     ax.set_title(title, fontsize=8)
-    ax.set_xlabel("vacuum wavelength [Angstrom]", fontsize=7)
     ax.set_ylabel("flux / median", fontsize=7)
-    ax.tick_params(labelsize=6)
     ax.legend(fontsize=6, loc="upper right")
     fig.tight_layout()
     out = io.BytesIO()
