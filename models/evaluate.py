@@ -192,12 +192,127 @@ def self_retrieval(vae, items, *, noises=(0.02, 0.05), splits=("val", "test"), c
     return out
 
 
+def _hit_rates(ranks, ks):
+    """hit@k with its binomial standard error, for each k."""
+    ranks = np.asarray(ranks)
+    out = {"n": int(ranks.size)}
+    for k in ks:
+        p = float(np.mean(ranks <= k)) if ranks.size else float("nan")
+        out[f"hit@{k}"] = p
+        out[f"hit@{k}_se"] = (math.sqrt(p * (1 - p) / ranks.size)
+                              if ranks.size else float("nan"))
+    return out
+
+
+def _embedded(vae, items):
+    """The items the archive embeds (covering enough of the grid, as
+    ingest decides) and their latent means."""
+    from retrspect.ingest.preprocess import MIN_GRID_COVERAGE, grid_coverage
+    flux, weight = prepared(items)
+    keep = grid_coverage(weight) >= MIN_GRID_COVERAGE
+    z = run(vae, flux[keep], weight[keep])[0].astype(np.float64)
+    return [i for i, k in zip(items, keep) if k], z
+
+
+def cross_library_retrieval(vae, items, *, split="test",
+                            libraries=("MILES", "STELIB"), ks=(1, 10)):
+    """Similarity across instruments: the same star in another library.
+
+    For each star of ``split`` with spectra in both libraries, each of its
+    spectra in one library queries; the hit is any of the star's spectra in
+    the other library.  Ranks are counted (ties against the query) among
+    the other library's embedded spectra, and, in the whole-archive variant,
+    among every embedded archive spectrum but the query itself.
+
+    Returns
+    -------
+    dict
+        ``"A->B"`` and ``"A->B whole archive"`` for both directions: n
+        queries, hit@k and its binomial standard error for each k.
+    """
+    index_items, z = _embedded(vae, items)
+    by_star = {}
+    for n, item in enumerate(index_items):
+        if item.kind == "star" and item.split == split:
+            by_star.setdefault(item.star_id, {}).setdefault(
+                item.collection, []).append(n)
+    out = {}
+    for source, target in (libraries, libraries[::-1]):
+        pool = np.array([n for n, i in enumerate(index_items)
+                         if i.collection == target])
+        ranks, archive_ranks = [], []
+        for spectra in by_star.values():
+            if source not in spectra or target not in spectra:
+                continue
+            for query in spectra[source]:
+                d = ((z - z[query]) ** 2).sum(1)
+                best = min(d[n] for n in spectra[target])
+                ranks.append(int((d[pool] <= best).sum()))
+                others = np.delete(d, query)
+                archive_ranks.append(int((others <= best).sum()))
+        out[f"{source}->{target}"] = _hit_rates(ranks, ks)
+        out[f"{source}->{target} whole archive"] = _hit_rates(archive_ranks, ks)
+    return out
+
+
+def cut_to_coverage(spectrum, fraction, *, blue_side=True):
+    """The spectrum cut, from one end of the model grid, to a window that
+    covers ``fraction`` of the grid (in log-lambda): a SODA cutout."""
+    from astropy import units as u
+
+    from retrspect.ingest.preprocess import vacuum_wavelength
+    from retrspect.ingest.spectrum import Spectrum
+    lo, hi = MODEL_GRID.wavelength[0], MODEL_GRID.wavelength[-1]
+    span = math.log(hi / lo) * fraction
+    window = (lo, lo * math.exp(span)) if blue_side else (hi / math.exp(span), hi)
+    wave = vacuum_wavelength(spectrum).to_value(u.AA)
+    keep = (wave >= window[0]) & (wave <= window[1])
+    return Spectrum(wavelength=spectrum.wavelength[keep], flux=spectrum.flux[keep],
+                    ivar=None if spectrum.ivar is None else spectrum.ivar[keep],
+                    mask=spectrum.mask[keep], medium=spectrum.medium,
+                    meta=dict(spectrum.meta), source="cutout")
+
+
+def cutout_retrieval(vae, items, *, fractions=(0.95, 0.9, 0.8), split="test",
+                     collection="MILES", ks=(1, 3)):
+    """Search by example with a cutout of an archive spectrum: how often
+    the original comes back within the first k, for cutouts covering
+    ``fractions`` of the grid (alternately from the blue and the red end).
+
+    Returns
+    -------
+    dict
+        Per fraction: n queries, hit@k with standard errors.
+    """
+    index_items, z = _embedded(vae, items)
+    queries = [(n, i) for n, i in enumerate(index_items)
+               if i.kind == "star" and i.split == split and i.collection == collection]
+    out = {}
+    for fraction in fractions:
+        cut = [cut_to_coverage(i.spectrum, fraction, blue_side=bool(k % 2))
+               for k, (_, i) in enumerate(queries)]
+        pairs = [observation.prepare_observed(c) for c in cut]
+        zq = run(vae, np.stack([f for f, _ in pairs]),
+                 np.stack([w for _, w in pairs]))[0].astype(np.float64)
+        ranks = []
+        for (own, _), q in zip(queries, zq):
+            d = ((z - q) ** 2).sum(1)
+            ranks.append(int((d <= d[own]).sum()))
+        out[f"coverage_{fraction:g}"] = _hit_rates(ranks, ks)
+    return out
+
+
 def vae_metrics(vae, items):
-    """Held-out figures of the VAE: kNN, reconstruction, anomaly."""
+    """Held-out figures of the VAE: kNN, search by example (copies, other
+    libraries, cutouts), reconstruction, anomaly."""
     out = {"knn_k5_l2": latent_knn(vae, items),
            "knn_k5_l2_validation": latent_knn(vae, items, query_split="val"),
            "knn_k5_cosine": latent_knn(vae, items, metric="cosine"),
-           "self_retrieval": self_retrieval(vae, items)}
+           "self_retrieval": self_retrieval(vae, items),
+           "cross_library": cross_library_retrieval(vae, items),
+           "cross_library_validation": cross_library_retrieval(vae, items,
+                                                               split="val"),
+           "cutouts": cutout_retrieval(vae, items)}
     groups = {
         "test_stars": [i for i in items if i.kind == "star" and i.split == "test"],
         "galaxies": [i for i in items if i.kind == "galaxy"],

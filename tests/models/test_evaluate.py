@@ -79,3 +79,39 @@ def test_catalogue_parameter_baseline_scores_its_own_labels(items):
     assert E.parameter_class_baseline(by_teff, k=1)["accuracy"] > 0.95
     real = E.parameter_class_baseline(items)
     assert real["n"] > 200 and 0.6 < real["accuracy"] < 0.9
+
+
+def test_cross_library_retrieval_counts_pairs_and_tells_latents_apart(items):
+    """Every held-out star with spectra in both libraries queries once per
+    spectrum; prepared flux as the latent finds some counterparts, a
+    constant latent finds none first (ties count against the query)."""
+    pairs = {}
+    for i in items:
+        if i.kind == "star" and i.split == "test":
+            pairs.setdefault(i.star_id, set()).add(i.collection)
+    both = sum({"MILES", "STELIB"} <= libraries for libraries in pairs.values())
+    flux = E.cross_library_retrieval(_Identity(), items)
+    blind = E.cross_library_retrieval(_Constant(), items)
+    # a star whose STELIB spectrum covers too little of the grid is not
+    # embedded, so not a pair: at most one such star
+    assert both - 1 <= flux["MILES->STELIB"]["n"] <= both
+    assert blind["MILES->STELIB"]["hit@10"] == 0.0
+    assert blind["STELIB->MILES whole archive"]["hit@1"] == 0.0
+    assert flux["MILES->STELIB"]["hit@10"] > 0.3
+    p, n = flux["MILES->STELIB"]["hit@10"], flux["MILES->STELIB"]["n"]
+    assert flux["MILES->STELIB"]["hit@10_se"] == pytest.approx(
+        (p * (1 - p) / n) ** 0.5)
+
+
+def test_cutouts_cover_the_asked_fraction_and_the_whole_spectrum_is_found(items):
+    star = next(i for i in items if i.collection == "MILES" and i.split == "test")
+    grid = preprocess.MODEL_GRID
+    for fraction, blue in ((0.8, True), (0.9, False)):
+        cut = E.cut_to_coverage(star.spectrum, fraction, blue_side=blue)
+        _, weight = preprocess.prepare(cut, grid)
+        assert preprocess.grid_coverage(weight) == pytest.approx(fraction, abs=0.01)
+    test = [i for i in items if i.split == "test" and i.collection == "MILES"][:10]
+    found = E.cutout_retrieval(_Identity(), test + [i for i in items
+                                                    if i.split == "train"][:100],
+                               fractions=(1.0,))["coverage_1"]
+    assert found["n"] == 10 and found["hit@1"] == 1.0
