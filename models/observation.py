@@ -140,6 +140,16 @@ SKY_RESIDUAL_LINES = (OI_SKY_LINES[0], (5891.6, 0.4), (5897.6, 0.3),
                       (7318.3, 0.3), (7343.0, 0.3))
 
 
+def cutout_window(rng, grid, fractions):
+    """A random (lo, hi) window, in observed vacuum Angstrom, covering a
+    fraction drawn from ``fractions`` of ``grid`` (in log-lambda) at a random
+    place: what a SODA cutout of a spectrum leaves on the grid."""
+    lo, hi = math.log(grid.wavelength[0]), math.log(grid.wavelength[-1])
+    width = (hi - lo) * float(rng.uniform(*fractions))
+    start = lo + float(rng.uniform(0.0, hi - lo - width))
+    return (math.exp(start), math.exp(start + width))
+
+
 def sky_residuals(wave, amplitude, rng):
     """Residuals of imperfect sky subtraction at the night-sky lines (observed
     vacuum A): peak ``amplitude`` (times each line's strength) with a random

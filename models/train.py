@@ -71,6 +71,19 @@ class TrainConfig:
     #: self-retrieval (models/benchmarks/vae_supervise_sweep.json); at 30000
     #: a noisy copy of a star no longer finds itself first
     vae_supervise: float = 3000.0
+    #: the VAE's target keeps its own normalisation instead of the input's,
+    #: so the latent need not carry the input's flux scale (which a cutout
+    #: or another coverage changes); off: the shipped (session 3) objective
+    vae_scale_free: bool = False
+    #: sigma of a log-normal global scale applied to the VAE's input (0: none)
+    vae_input_scale_sigma: float = 0.0
+    #: share of VAE inputs cut to a window of 60-100% of the grid, as a
+    #: SODA cutout would be (0: only random_observation's own cuts)
+    vae_cutout_share: float = 0.0
+    #: weight of a consistency term: the latent of the augmented input is
+    #: pulled to the latent of the clean observation (its target), so
+    #: coverage, noise and calibration do not move it (0: none)
+    vae_consistency: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -150,15 +163,20 @@ def vae_pair(material: Material, rng, shares=(0.8, 0.12, 0.08)):
         z = float(observation.velocity_to_z(v))
     obs = observation.random_observation(rng, z=z, strength=strength, native_r=native_r,
                                snr_range=(cfg.vae_min_snr, 300.0))
+    if cfg.vae_cutout_share and rng.random() < cfg.vae_cutout_share:
+        obs.cut = observation.cutout_window(rng, MODEL_GRID, (0.6, 1.0))
     flux, weight = material.observed(source, obs, native_r)
     clean = observation.Observation(z=obs.z, resolving_power=obs.resolving_power,
                           medium=obs.medium, resample=obs.resample)
     target, target_weight = material.observed(source, clean, native_r)
     both = (weight > 0) & (target_weight > 0)
-    if both.sum() > 10:
+    if both.sum() > 10 and not cfg.vae_scale_free:
         scale = np.median(target[both]) / max(np.median(flux[both]), 1e-6)
         if np.isfinite(scale) and scale > 0:
             target = target / scale
+    if cfg.vae_input_scale_sigma:
+        gain = float(np.exp(rng.normal(0.0, cfg.vae_input_scale_sigma)))
+        flux, weight = flux * gain, weight / gain ** 2
     params, known = (catalogue.standard_parameters(material.last_item) if kind == "star"
                      else (np.zeros(3, np.float32), np.zeros(3, np.float32)))
     return (flux, weight, target.astype(np.float32), (target_weight > 0).astype(np.float32),
@@ -318,6 +336,9 @@ def vae_loss(model, flux, weight, target, mask, cfg, generator=None, params=None
     total = recon + cfg.kl_weight * kl
     if cfg.vae_supervise and params is not None:
         total = total + cfg.vae_supervise * ((mean[:, :3] - params) ** 2 * known).sum(1)
+    if cfg.vae_consistency:
+        clean_mean, _ = model.encode(target, mask)
+        total = total + cfg.vae_consistency * ((mean - clean_mean) ** 2).sum(1)
     loss = total.mean()
     pixels = mask.sum(1).clamp_min(1)
     l1 = (((rec - target).abs() * mask).sum(1) / pixels).mean()

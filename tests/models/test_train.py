@@ -119,3 +119,47 @@ def test_save_then_load_gives_identical_outputs(tmp_path, held_out_spectra):
         for a, b in zip(model(flux, weight), again["model"](flux, weight)):
             assert torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
     assert json.loads((tmp_path / "vae.json").read_text())["metrics"] == {"x": 1.0}
+
+
+def test_vae_consistency_pulls_the_latent_to_the_clean_observation(small, tiny_config):
+    """Issue 13 experiment option: the term is exactly weight x the squared
+    distance between the latents of the input and of its clean target."""
+    from dataclasses import replace
+    batch = _fixed_vae_batch(small, tiny_config, n=16)
+    torch.manual_seed(0)
+    model = SpectrumVAE(MODEL_GRID.npix, latent_dim=8)
+    cfg = replace(tiny_config, vae_consistency=7.0)
+    with torch.no_grad():
+        plain = T.vae_loss(model, *batch, tiny_config, torch.Generator().manual_seed(0))[0]
+        consistent = T.vae_loss(model, *batch, cfg, torch.Generator().manual_seed(0))[0]
+        mean = model.encode(batch[0], batch[1])[0]
+        clean = model.encode(batch[2], batch[3])[0]
+        extra = float(7.0 * ((mean - clean) ** 2).sum(1).mean())
+    assert extra > 0
+    assert float(consistent) == pytest.approx(float(plain) + extra, rel=1e-5)
+
+
+def test_scale_free_targets_keep_their_own_normalisation(small, tiny_config):
+    """With vae_scale_free the target is the clean observation as prepared
+    (median 1 over its covered pixels), whatever gain the input got."""
+    from dataclasses import replace
+    cfg = replace(tiny_config, vae_scale_free=True, vae_input_scale_sigma=0.3)
+    rng = np.random.default_rng(5)
+    material = T.Material(small, rng, cfg)
+    gains = []
+    for _ in range(12):
+        flux, weight, target, mask, *_ = T.vae_pair(material, rng)
+        assert np.median(target[mask > 0]) == pytest.approx(1.0, abs=0.02)
+        gains.append(np.median(flux[weight > 0]))
+    assert np.std(np.log(gains)) > 0.1  # the inputs' scales do vary
+
+
+def test_cutout_windows_cover_the_drawn_share_of_the_grid():
+    from retrspect.models.observation import cutout_window
+    rng = np.random.default_rng(0)
+    grid = MODEL_GRID
+    full = np.log(grid.wavelength[-1] / grid.wavelength[0])
+    for _ in range(20):
+        lo, hi = cutout_window(rng, grid, (0.6, 1.0))
+        assert grid.wavelength[0] - 1e-6 <= lo < hi <= grid.wavelength[-1] + 1e-6
+        assert 0.6 - 1e-9 <= np.log(hi / lo) / full <= 1.0 + 1e-9
