@@ -237,8 +237,9 @@ MODEL_GRID = Grid.spanning(3600.0, 7400.0, 2048, resolving_power=2000.0)
 #: its good pixels cover at least this fraction of a model's grid.  Below it
 #: a model would answer from padding: spectra that miss the grid entirely
 #: all get the same latent.  The VAE's training cuts spectra down to about
-#: 37% of the grid (``models.data.random_observation``), so half the grid is
-#: inside what it learned; a SODA cutout of 80% of the grid is embedded.
+#: 37% of the grid (``retrspect.models.observation.random_observation``),
+#: so half the grid is inside what it learned; a SODA cutout of 80% of the
+#: grid is embedded.
 MIN_GRID_COVERAGE = 0.5
 
 

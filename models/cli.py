@@ -1,8 +1,9 @@
 """``retrspect train | export | analyse``: reproduce the shipped models.
 
 Each function takes the command's arguments (a list of strings), parses
-them with its own argparse and returns an exit code; ``ingest.cli``
-dispatches to them and imports this module only for these commands.
+them with its own argparse and returns an exit code; the ``retrspect``
+command (``retrspect.vo_services.cli``) runs ``python -m
+retrspect.models.cli`` for these commands, in a process of its own.
 
 * ``train``: read the bundled spectra, split by star, train the VAE and the
   classifier, build the velocity templates, compute every held-out metric,

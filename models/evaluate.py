@@ -121,7 +121,7 @@ def user_copy(spectrum, rng, *, noise=0.02, step=1.37):
     """What a user might hold of an archive spectrum: its served (vacuum)
     flux resampled onto another linear grid, with ``noise`` relative
     Gaussian noise, no errors and no resolution stated: the upload of
-    search by example (``tests/test_byexample.py`` does the same)."""
+    search by example (``tests/stack/test_byexample.py`` does the same)."""
     from astropy import units as u
 
     from retrspect.ingest.preprocess import vacuum_wavelength

@@ -1,9 +1,9 @@
 """Training: augmented samples, the VAE and classifier loops, checkpoints.
 
-Every training sample is made by :func:`models.data.observe` (an
+Every training sample is made by :func:`retrspect.models.observation.observe` (an
 archive-like copy of a rest-frame spectrum) and put on the grid by
 :func:`ingest.preprocess.prepare` - the function ingest runs - through
-:func:`models.data.prepare_observed`.
+:func:`retrspect.models.observation.prepare_observed`.
 
 Seeds are fixed (numpy ``default_rng(seed)``, ``torch.manual_seed``);
 ``torch.set_num_threads`` is set by the caller (the CLI uses 2).
@@ -63,7 +63,7 @@ class TrainConfig:
     #: weight of the classifier's auxiliary log Teff / log g / [Fe/H] head
     clf_aux: float = 0.0
     #: drop training stars whose catalogue class and Teff disagree by more
-    #: than one class (:func:`models.data.label_consistent`)
+    #: than one class (:func:`retrspect.models.catalogue.label_consistent`)
     clf_label_rule: bool = False
     #: weight of the VAE's weak supervision: z0, z1, z2 regress standardised
     #: log Teff, log g, [Fe/H] of training stars (0 = none).  Chosen by

@@ -9,7 +9,7 @@ rest-frame templates from training material only:
   :func:`ingest.preprocess.prepare_arrays` - the same rebinning ingest runs;
 * galaxies: k-means clusters of synthetic galaxies made from the stellar
   population models (with and without nebular lines);
-* quasars: clusters of synthetic quasars (:func:`models.data.synthetic_qso`).
+* quasars: clusters of synthetic quasars (:func:`retrspect.models.synthetic.synthetic_qso`).
 
 No held-out (test) spectrum is ever part of a template, so a test star's
 velocity is never measured against itself.
