@@ -84,6 +84,12 @@ class TrainConfig:
     #: pulled to the latent of the clean observation (its target), so
     #: coverage, noise and calibration do not move it (0: none)
     vae_consistency: float = 0.0
+    #: weight of the cross-library term: the latents of one training star's
+    #: spectra in two libraries (MILES and STELIB), each observed with its own
+    #: augmentation, are pulled together (0: none)
+    vae_pair_weight: float = 0.0
+    #: pairs per VAE batch for that term
+    vae_pair_batch: int = 32
     extra: dict = field(default_factory=dict)
 
 
@@ -114,6 +120,7 @@ class Material:
         # Emission-line stars: real ones plus hot/cool stars with Balmer
         # emission added.
         self.emission_hosts = [i for i in self.labelled if i.label in ("O", "B", "A", "F", "M", "K")]
+        self.pairs = library_pairs(self.stars)
 
     # -- observations ------------------------------------------------------
 
@@ -181,6 +188,35 @@ def vae_pair(material: Material, rng, shares=(0.8, 0.12, 0.08)):
                      else (np.zeros(3, np.float32), np.zeros(3, np.float32)))
     return (flux, weight, target.astype(np.float32), (target_weight > 0).astype(np.float32),
             params, known)
+
+
+def library_pairs(stars, libraries=("MILES", "STELIB")):
+    """(spectrum in one library, the same star's in the other) for every
+    star with spectra in both: positives for the cross-library term."""
+    by_star = {}
+    for item in stars:
+        by_star.setdefault(item.star_id, {}).setdefault(item.collection, []).append(item)
+    return [(spectra[libraries[0]][0], spectra[libraries[1]][0])
+            for _, spectra in sorted(by_star.items())
+            if all(library in spectra for library in libraries)]
+
+
+def pair_sample(material: Material, rng):
+    """Both spectra of one library pair, each observed with its own random
+    augmentation at one shared radial velocity: (flux_a, weight_a, flux_b,
+    weight_b)."""
+    cfg = material.cfg
+    first, second = material.pairs[rng.integers(len(material.pairs))]
+    z = float(observation.velocity_to_z(
+        float(np.clip(rng.normal(0, cfg.star_rv_sigma), -600, 600))))
+    out = []
+    for item in (first, second):
+        native_r = item.spectrum.meta["resolving_power"]
+        obs = observation.random_observation(
+            rng, z=z, strength=float(rng.uniform(0.0, cfg.vae_strength)),
+            native_r=native_r, snr_range=(cfg.vae_min_snr, 300.0))
+        out.extend(material.observed((item.wave, item.flux, item.good), obs, native_r))
+    return tuple(out)
 
 
 def classifier_sample(material: Material, rng):
@@ -345,6 +381,14 @@ def vae_loss(model, flux, weight, target, mask, cfg, generator=None, params=None
     return loss, l1.detach(), kl.mean().detach()
 
 
+def pair_loss(model, flux_a, weight_a, flux_b, weight_b):
+    """Mean squared distance between the latent means of the two spectra
+    of each library pair."""
+    mean_a, _ = model.encode(flux_a, weight_a)
+    mean_b, _ = model.encode(flux_b, weight_b)
+    return ((mean_a - mean_b) ** 2).sum(1).mean()
+
+
 def train_vae(items, cfg: TrainConfig, *, epochs=None, pool=None, progress=True):
     """Train the VAE on augmented training stars, galaxies and quasars.
 
@@ -360,6 +404,9 @@ def train_vae(items, cfg: TrainConfig, *, epochs=None, pool=None, progress=True)
     epochs = cfg.vae_epochs if epochs is None else epochs
     size = cfg.vae_pool if pool is None else pool
     samples = Pool(lambda: vae_pair(material, rng), size, cfg.vae_refresh, rng, "vae")
+    pairs = (Pool(lambda: pair_sample(material, rng), max(size // 8, 4 * cfg.vae_pair_batch),
+                  cfg.vae_refresh, rng, "vae pairs")
+             if cfg.vae_pair_weight and material.pairs else None)
     model = SpectrumVAE(MODEL_GRID.npix, latent_dim=cfg.latent_dim)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     schedule = _one_cycle(optimiser, cfg, epochs, size)
@@ -368,12 +415,18 @@ def train_vae(items, cfg: TrainConfig, *, epochs=None, pool=None, progress=True)
     for epoch in bar:
         start = time.perf_counter()
         flux, weight, target, mask, params, known = _epoch_tensors(samples, epoch)
+        pair_views = _epoch_tensors(pairs, epoch) if pairs is not None else None
         model.train()
         totals = np.zeros(3)
         n = 0
         for index in _batches(len(flux), cfg.batch, generator):
             loss, l1, kl = vae_loss(model, flux[index], weight[index], target[index],
                                     mask[index], cfg, generator, params[index], known[index])
+            if pair_views is not None:
+                chosen = torch.randint(len(pair_views[0]), (cfg.vae_pair_batch,),
+                                       generator=generator)
+                loss = loss + cfg.vae_pair_weight * pair_loss(
+                    model, *(view[chosen] for view in pair_views))
             _step(model, optimiser, schedule, loss)
             totals += [loss.item(), l1.item(), kl.item()]
             n += 1

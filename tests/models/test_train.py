@@ -163,3 +163,30 @@ def test_cutout_windows_cover_the_drawn_share_of_the_grid():
         lo, hi = cutout_window(rng, grid, (0.6, 1.0))
         assert grid.wavelength[0] - 1e-6 <= lo < hi <= grid.wavelength[-1] + 1e-6
         assert 0.6 - 1e-9 <= np.log(hi / lo) / full <= 1.0 + 1e-9
+
+
+def test_library_pairs_are_one_star_in_two_libraries(items):
+    """Issue 13 experiment option: positives for the cross-library term,
+    from training stars only."""
+    train = [i for i in items if i.kind == "star" and i.split == "train"]
+    pairs = T.library_pairs(train)
+    assert len(pairs) > 50
+    for miles, stelib in pairs:
+        assert miles.star_id == stelib.star_id
+        assert (miles.collection, stelib.collection) == ("MILES", "STELIB")
+        assert miles.split == stelib.split == "train"
+
+
+def test_pair_loss_is_the_mean_squared_latent_distance():
+    torch.manual_seed(0)
+    model = SpectrumVAE(MODEL_GRID.npix, latent_dim=8)
+    flux = torch.rand(4, MODEL_GRID.npix) + 0.5
+    weight = torch.ones_like(flux)
+    with torch.no_grad():
+        assert float(T.pair_loss(model, flux, weight, flux, weight)) == 0.0
+        other = flux.flip(1)
+        a, b = model.encode(flux, weight)[0], model.encode(other, weight)[0]
+        expected = float(((a - b) ** 2).sum(1).mean())
+        assert expected > 0
+        assert float(T.pair_loss(model, flux, weight, other, weight)) == \
+            pytest.approx(expected, rel=1e-6)
