@@ -90,6 +90,11 @@ class TrainConfig:
     vae_pair_weight: float = 0.0
     #: pairs per VAE batch for that term
     vae_pair_batch: int = 32
+    #: make the cross-library term contrastive (InfoNCE over the batch's
+    #: pairs, distances scaled by this temperature): the other stars of the
+    #: batch are negatives, so alignment does not blur identity (0: the
+    #: pull-only squared distance)
+    vae_pair_temperature: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -381,12 +386,21 @@ def vae_loss(model, flux, weight, target, mask, cfg, generator=None, params=None
     return loss, l1.detach(), kl.mean().detach()
 
 
-def pair_loss(model, flux_a, weight_a, flux_b, weight_b):
-    """Mean squared distance between the latent means of the two spectra
-    of each library pair."""
+def pair_loss(model, flux_a, weight_a, flux_b, weight_b, temperature=0.0):
+    """The cross-library term of a batch of library pairs.
+
+    With ``temperature`` 0: the mean squared distance between the latent
+    means of each pair's two spectra.  Otherwise InfoNCE in both directions
+    on logits ``-distance^2 / temperature``: each spectrum must be nearer its
+    own star's other spectrum than the batch's other stars.
+    """
     mean_a, _ = model.encode(flux_a, weight_a)
     mean_b, _ = model.encode(flux_b, weight_b)
-    return ((mean_a - mean_b) ** 2).sum(1).mean()
+    if not temperature:
+        return ((mean_a - mean_b) ** 2).sum(1).mean()
+    logits = -torch.cdist(mean_a, mean_b) ** 2 / temperature
+    truth = torch.arange(len(mean_a))
+    return 0.5 * (F.cross_entropy(logits, truth) + F.cross_entropy(logits.T, truth))
 
 
 def train_vae(items, cfg: TrainConfig, *, epochs=None, pool=None, progress=True):
@@ -423,10 +437,15 @@ def train_vae(items, cfg: TrainConfig, *, epochs=None, pool=None, progress=True)
             loss, l1, kl = vae_loss(model, flux[index], weight[index], target[index],
                                     mask[index], cfg, generator, params[index], known[index])
             if pair_views is not None:
-                chosen = torch.randint(len(pair_views[0]), (cfg.vae_pair_batch,),
-                                       generator=generator)
+                if cfg.vae_pair_temperature:  # distinct pairs: the others are negatives
+                    chosen = torch.randperm(len(pair_views[0]),
+                                            generator=generator)[:cfg.vae_pair_batch]
+                else:
+                    chosen = torch.randint(len(pair_views[0]), (cfg.vae_pair_batch,),
+                                           generator=generator)
                 loss = loss + cfg.vae_pair_weight * pair_loss(
-                    model, *(view[chosen] for view in pair_views))
+                    model, *(view[chosen] for view in pair_views),
+                    temperature=cfg.vae_pair_temperature)
             _step(model, optimiser, schedule, loss)
             totals += [loss.item(), l1.item(), kl.item()]
             n += 1

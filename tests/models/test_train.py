@@ -190,3 +190,24 @@ def test_pair_loss_is_the_mean_squared_latent_distance():
         assert expected > 0
         assert float(T.pair_loss(model, flux, weight, other, weight)) == \
             pytest.approx(expected, rel=1e-6)
+
+
+def test_contrastive_pair_loss_is_infonce_on_squared_distances():
+    torch.manual_seed(1)
+    model = SpectrumVAE(MODEL_GRID.npix, latent_dim=8)
+    flux_a = torch.rand(5, MODEL_GRID.npix) + 0.5
+    flux_b = torch.rand(5, MODEL_GRID.npix) + 0.5
+    weight = torch.ones_like(flux_a)
+    with torch.no_grad():
+        a, b = model.encode(flux_a, weight)[0], model.encode(flux_b, weight)[0]
+        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        logits = -d2 / 0.5
+        expected = 0.5 * float(
+            -torch.log_softmax(logits, 1).diagonal().mean()
+            - torch.log_softmax(logits, 0).diagonal().mean())
+        got = float(T.pair_loss(model, flux_a, weight, flux_b, weight, temperature=0.5))
+        assert got == pytest.approx(expected, rel=1e-4)
+        # matched pairs give a lower loss than the same latents mismatched
+        aligned = float(T.pair_loss(model, flux_a, weight, flux_a, weight,
+                                    temperature=0.5))
+        assert aligned < got
