@@ -23,8 +23,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from retrspect.ingest.errors import ReaderError
-from retrspect.ingest.infer import default_threads
-from retrspect.ingest.preprocess import C_KMS
+from retrspect.ingest.infer import default_threads, model_dir_from_environment
+from retrspect.ingest.preprocess import C_KMS, MIN_GRID_COVERAGE
 from retrspect.ingest.rows import raw_row
 from retrspect.ingest.sources import read_source
 
@@ -51,8 +51,8 @@ class IngestOptions:
     def from_environment(cls, **overrides) -> "IngestOptions":
         env = os.environ
         options = cls(
-            model_dir=Path(env["RETRSPECT_MODEL_DIR"])
-            if env.get("RETRSPECT_MODEL_DIR") else None,
+            # resolved here, so Dask workers elsewhere load the same models
+            model_dir=model_dir_from_environment(),
             use_models=env.get("RETRSPECT_NO_MODELS", "") == "",
             workers=int(env.get("RETRSPECT_WORKERS", "0")),
             chunk_files=int(env.get("RETRSPECT_CHUNK_FILES", "64")),
@@ -132,8 +132,6 @@ def ml_columns(models, outputs: dict, i: int) -> dict:
     and its model column still names it, so re-embedding knows the spectrum
     was seen.
     """
-    from retrspect.ingest.preprocess import MIN_GRID_COVERAGE
-
     def answered(kind: str) -> bool:
         return outputs[kind]["grid_coverage"][i] >= MIN_GRID_COVERAGE
 

@@ -252,15 +252,18 @@ class VOTableSource:
 
 def container_kind(path):
     """'fits', 'votable' or 'csv', judged from the first bytes of the file
-    (decompressed when it is gzip)."""
+    (decompressed when it is gzip): 4 KiB tell FITS and VOTable; a text
+    table gets 16 KiB, since DaCHS's CSV states its units in comment lines
+    that can fill several KiB before the header."""
     with _Stream(path, MAX_INPUT_BYTES) as stream:
-        head = stream.read(16384)
-    if not head:
-        raise ReaderError(path, "empty file")
-    if head.startswith(b"SIMPLE  ="):
-        return "fits"
-    if head.lstrip().startswith(b"<") and b"<VOTABLE" in head.upper():
-        return "votable"
+        head = stream.read(4096)
+        if not head:
+            raise ReaderError(path, "empty file")
+        if head.startswith(b"SIMPLE  ="):
+            return "fits"
+        if head.lstrip().startswith(b"<") and b"<VOTABLE" in head.upper():
+            return "votable"
+        head += stream.read(12288)
     text = _text_head(head)
     if _CSV_HEADER.search(text) or _DACHS_SPECTRAL_UNIT.search(text):
         return "csv"
