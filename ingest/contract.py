@@ -22,6 +22,13 @@ verified on every load) with these ``metadata_props``:
 ``retrspect.metric``        VAE only: the distance the latent is for
                             (a key of :data:`METRICS`)
 ``retrspect.labels``        classifier only: JSON list of class names
+``retrspect.anomaly_ceiling``  VAE, optional: the highest ``anomaly`` of
+                            the validation split's real spectra; a
+                            spectrum beyond it is outside the models'
+                            domain (:func:`class_is_known`)
+``retrspect.min_class_coverage``  classifier, optional: the least grid
+                            coverage at which its class is published
+                            (chosen on validation stars)
 ==========================  ===============================================
 
 Inputs of every model: ``flux`` and ``weight``, float32 ``[batch, npix]``
@@ -116,6 +123,16 @@ class ModelDescription:
         return json.loads(value) if value is not None else None
 
     @property
+    def anomaly_ceiling(self) -> float | None:
+        value = self.metadata.get("anomaly_ceiling")
+        return float(value) if value is not None else None
+
+    @property
+    def min_class_coverage(self) -> float | None:
+        value = self.metadata.get("min_class_coverage")
+        return float(value) if value is not None else None
+
+    @property
     def info(self) -> dict:
         """The metadata with JSON entries parsed and ``grid`` a Grid."""
         out = dict(self.metadata)
@@ -184,7 +201,34 @@ def describe(path, data: bytes, properties: dict[str, str],
         if not str(meta.get("latent_dim", "")).isdigit():
             raise ModelError(path, "retrspect.latent_dim is missing or not a "
                                    "whole number")
+    for key in ("anomaly_ceiling", "min_class_coverage"):
+        try:
+            if key in meta and not float(meta[key]) >= 0:  # NaN fails too
+                raise ValueError(meta[key])
+        except ValueError:
+            raise ModelError(path, f"retrspect.{key} is {meta[key]!r}, not a "
+                                   "number >= 0") from None
     return ModelDescription(path, kind, version, digest, grid, meta)
+
+
+def class_is_known(coverage: float, anomaly: float | None, *,
+                   min_class_coverage: float | None,
+                   anomaly_ceiling: float | None) -> bool:
+    """The committed out-of-domain rule (issue 13): a class is published
+    only for a spectrum the models can place.
+
+    It cannot be placed when it covers less of the classifier's grid than
+    the classifier's ``min_class_coverage``, or when the VAE reconstructs it
+    worse (``anomaly``) than any real spectrum of the validation split
+    (``anomaly_ceiling``; a NaN anomaly counts as beyond).  Such a spectrum
+    keeps its class probabilities, but its class is NULL: unknown.  A
+    model without the metadata entry does not apply that half of the rule.
+    """
+    if min_class_coverage is not None and not coverage >= min_class_coverage:
+        return False
+    if anomaly_ceiling is not None and not (anomaly is not None and anomaly <= anomaly_ceiling):
+        return False
+    return True
 
 
 def check_fits(model: ModelDescription, *, kind: str | None = None,

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from retrspect.ingest.errors import ReaderError
+from retrspect.ingest.contract import class_is_known
 from retrspect.ingest.infer import default_threads, model_dir_from_environment
 from retrspect.ingest.preprocess import C_KMS, MIN_GRID_COVERAGE
 from retrspect.ingest.rows import raw_row
@@ -130,7 +131,9 @@ def ml_columns(models, outputs: dict, i: int) -> dict:
     :data:`ingest.preprocess.MIN_GRID_COVERAGE` of gives no answer: its
     output columns are NULL (no latent, so no neighbours made of padding),
     and its model column still names it, so re-embedding knows the spectrum
-    was seen.
+    was seen.  A spectrum outside the models' domain
+    (:func:`ingest.contract.class_is_known`) keeps its class probabilities
+    but gets no class.
     """
     def answered(kind: str) -> bool:
         return outputs[kind]["grid_coverage"][i] >= MIN_GRID_COVERAGE
@@ -155,13 +158,19 @@ def ml_columns(models, outputs: dict, i: int) -> dict:
                       for label in classifier.labels})
         if answered("classifier"):
             probabilities = out["probabilities"][i]
-            best = int(np.argmax(probabilities))
             row.update(
-                ml_class=classifier.labels[best],
-                class_probability=float(probabilities[best]),
                 class_uncertainty=float(out["uncertainty"][i]),
                 **{f"p_{label.lower()}": float(p)
                    for label, p in zip(classifier.labels, probabilities)})
+            if class_is_known(
+                    float(out["grid_coverage"][i]),
+                    _value(outputs["vae"]["anomaly"][i]) if "vae" in outputs else None,
+                    min_class_coverage=classifier.min_class_coverage,
+                    anomaly_ceiling=(models.models["vae"].anomaly_ceiling
+                                     if "vae" in outputs else None)):
+                best = int(np.argmax(probabilities))
+                row.update(ml_class=classifier.labels[best],
+                           class_probability=float(probabilities[best]))
     if "velocity" in outputs:
         velocity, out = models.models["velocity"], outputs["velocity"]
         z = z_err = None

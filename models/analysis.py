@@ -289,6 +289,30 @@ def plot_confusion(confusion, labels, path, title=""):
     return save(fig, path)
 
 
+def plot_reliability(bins, path, title=""):
+    """Reliability diagram: accuracy against mean confidence per confidence
+    bin (``evaluate.calibration``'s rows), marker area by count, and the
+    diagonal a calibrated classifier lies on."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="calibrated")
+    conf = [b["confidence"] for b in bins]
+    acc = [b["accuracy"] for b in bins]
+    ax.plot(conf, acc, color="C0", lw=1)
+    ax.scatter(conf, acc, s=[8 + 2 * b["n"] for b in bins], color="C0", zorder=3,
+               label="held-out stars (area: count)")
+    for b in bins:
+        ax.annotate(str(b["n"]), (b["confidence"], b["accuracy"]), fontsize=6,
+                    xytext=(4, -8), textcoords="offset points")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence (probability of the predicted class)", fontsize=8)
+    ax.set_ylabel("accuracy", fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title, fontsize=9)
+    return save(fig, path)
+
+
 def plot_velocity(delta, truth, manga, path, title=""):
     """Injected-velocity residuals and MaNGA redshift residuals."""
     plt = _pyplot()

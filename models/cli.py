@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -100,11 +101,17 @@ def train(argv) -> int:
                         help="train one VAE per weight, record validation kNN and "
                              f"self-retrieval in models/{SWEEP_NAME} of the checkout and "
                              "say which weight the selection rule picks")
+    parser.add_argument("--learning-curve", metavar="F,F,...",
+                        help="train one VAE per fraction of the training stars and record "
+                             "test kNN of the latent and of the raw flux on that index in "
+                             f"models/{CURVE_NAME} of the checkout")
     parser.add_argument("--models-dir", type=Path,
                         help="where the sweep's record goes (default: models/ of the checkout)")
     args = parser.parse_args(argv)
     sweep_file = (_models_dir(parser, args.models_dir, "--models-dir") / SWEEP_NAME
                   if args.sweep_vae_supervise else None)
+    curve_file = (_models_dir(parser, args.models_dir, "--models-dir") / CURVE_NAME
+                  if args.learning_curve else None)
     import torch
     torch.set_num_threads(args.threads)
     from dataclasses import asdict
@@ -133,6 +140,11 @@ def train(argv) -> int:
         _log(f"sweep: the rule picks weight {sweep['chosen']:g}; "
              f"written to {sweep_file}")
         return 0
+    if args.learning_curve:
+        fractions = [float(f) for f in args.learning_curve.split(",")]
+        learning_curve(items, cfg, fractions, curve_file)
+        _log(f"learning curve written to {curve_file}")
+        return 0
     splits = {i.obs_id: {"split": i.split, "star_id": i.star_id, "label": i.label,
                          "collection": i.collection} for i in items}
     (args.workdir / "splits.json").write_text(json.dumps(splits, indent=0, sort_keys=True))
@@ -145,6 +157,7 @@ def train(argv) -> int:
         model, history = T.train_vae(items, cfg)
         metrics = E.public(E.vae_metrics(model, items))
         metrics["baseline_flux_knn"] = E.flux_knn(items)
+        metrics["anomaly_ceiling"] = E.anomaly_ceiling(model, items)
         T.save_checkpoint(args.workdir / "vae.pt", model, name="vae", config=common,
                           history=history, metrics=metrics,
                           extra={"seconds": time.perf_counter() - t0})
@@ -165,6 +178,10 @@ def train(argv) -> int:
         metrics["validation_star_accuracy"] = val["test_star_accuracy"]
         metrics["n_validation_stars"] = val["n_test_stars"]
         metrics["baseline_knn_flux_accuracy"] = E.knn_class_baseline(items)
+        rows = E.class_accuracy_by_coverage(model, items)
+        metrics["class_coverage"] = {"rule": E.CLASS_COVERAGE_RULE,
+                                     "slack": E.CLASS_COVERAGE_SLACK, "rows": rows,
+                                     "chosen": E.choose_class_coverage(rows)}
         metrics["baseline_catalogue_parameters"] = {
             split: E.parameter_class_baseline(items, split=split) for split in ("test", "val")}
         T.save_checkpoint(args.workdir / "classifier.pt", model, name="classifier",
@@ -247,6 +264,72 @@ def sweep_vae_supervise(items, cfg, weights, out):
              f"{row['val']['self_retrieval_noise_0.05']:.3f}")
     result = {"rule": SWEEP_RULE, "slack": SELF_RETRIEVAL_SLACK,
               "chosen": choose_supervision(rows), "rows": rows}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+CURVE_NAME = "benchmarks/vae_learning_curve.json"
+
+
+def training_subset(items, fraction):
+    """The items with only ``fraction`` of the training stars left in the
+    training split (chosen by a hash of the star, so a smaller subset lies
+    inside a larger one); the others are set aside, not moved to a test split."""
+    import hashlib
+    from dataclasses import replace
+
+    def kept(item):
+        h = int(hashlib.sha256(item.star_id.encode()).hexdigest()[:8], 16) / 16 ** 8
+        return h < fraction
+
+    return [i if i.split != "train" or kept(i) else replace(i, split="unused") for i in items]
+
+
+def catalogue_agreement(items):
+    """Robust scatter (1.4826 MAD) of the differences between the MILES and
+    STELIB catalogue values of the stars in both libraries: a lower bound
+    on the labels' own errors (the catalogues share literature sources)."""
+    import numpy as np
+    by_star = {}
+    for i in items:
+        if i.kind == "star":
+            by_star.setdefault(i.star_id, {})[i.collection] = i
+    pairs = [(g["MILES"], g["STELIB"]) for g in by_star.values() if {"MILES", "STELIB"} <= set(g)]
+    out = {"n_stars": len(pairs)}
+    for key, f in (("teff_rel", lambda i: i.teff and math.log(i.teff)),
+                   ("logg_dex", lambda i: i.logg), ("feh_dex", lambda i: i.feh)):
+        d = np.array([f(a) - f(b) for a, b in pairs if f(a) is not None and f(b) is not None])
+        out[f"{key}_difference_sigma"] = float(1.4826 * np.median(np.abs(d - np.median(d))))
+        out[f"{key}_n"] = len(d)
+    return out
+
+
+def learning_curve(items, cfg, fractions, out):
+    """kNN figures of the latent and of the raw flux against the number of
+    training stars (the VAE's training set and the kNN index alike), with
+    the catalogues' own agreement: whether more stars would close the gap
+    to a target, or the labels stop it."""
+    from retrspect.models import evaluate as E
+    from retrspect.models import train as T
+    keys = ("teff_median_rel_error", "logg_mae", "feh_mae")
+    rows = []
+    for fraction in sorted(set(fractions)):
+        subset = items if fraction >= 1 else training_subset(items, fraction)
+        t0 = time.perf_counter()
+        model, _ = T.train_vae(subset, cfg)
+        latent = E.latent_knn(model, subset)
+        flux = E.flux_knn(subset)
+        rows.append({"fraction": fraction, "n_index": latent["n_index"],
+                     "n_training_stars": sum(i.split == "train" and i.kind == "star"
+                                             for i in subset),
+                     "seconds": round(time.perf_counter() - t0, 1),
+                     "latent": {k: latent[k] for k in keys}, "flux": {k: flux[k] for k in keys}})
+        _log(f"learning curve: {fraction:g} of the training stars ({rows[-1]['n_index']} in the "
+             f"index): latent log g {latent['logg_mae']:.3f}, flux {flux['logg_mae']:.3f}")
+    result = {"what": "test MILES stars, kNN k=5 on the training stars kept", "rows": rows,
+              "catalogue_agreement": catalogue_agreement(items)}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
@@ -340,9 +423,11 @@ def export(argv) -> int:
                      "latent_standardisation": json.dumps({
                          "shift": model.latent_shift.tolist(),
                          "scale": model.latent_scale.tolist(),
-                         "meaning": "latent_mean = (posterior mean - shift) / scale"})}
+                         "meaning": "latent_mean = (posterior mean - shift) / scale"}),
+                     "anomaly_ceiling": repr(metrics["anomaly_ceiling"])}
         elif name == "classifier":
-            extra = {"labels": json.dumps(list(catalogue.CLASSES))}
+            extra = {"labels": json.dumps(list(catalogue.CLASSES)),
+                     "min_class_coverage": repr(metrics["class_coverage"]["chosen"])}
         out = X.export(model, name, MODEL_GRID, args.out, version=args.version,
                        training_data=training_data(name, ckpt), metrics=_card_metrics(name, metrics),
                        extra=extra)
@@ -385,7 +470,8 @@ def _card_metrics(name, metrics):
     elif name == "classifier":
         keep = ("test_star_accuracy", "test_star_main_class_accuracy",
                 "test_star_main_class_within_one", "n_test_stars", "per_class_recall",
-                "expected_calibration_error", "temperature", "real_extragalactic_correct",
+                "expected_calibration_error", "expected_calibration_error_95",
+                "temperature", "real_extragalactic_correct",
                 "real_extragalactic_total", "real_extragalactic_correct_with_coverage",
                 "real_extragalactic_with_coverage")
     else:

@@ -8,11 +8,12 @@ that real data lack (injected radial velocities) and are labelled so.
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import torch
 
-from retrspect.ingest.preprocess import C_KMS, MODEL_GRID
+from retrspect.ingest.preprocess import C_KMS, MIN_GRID_COVERAGE, MODEL_GRID
 from retrspect.models import catalogue, observation
 
 
@@ -353,13 +354,13 @@ def classifier_metrics(model, items, split="test"):
     main = np.array([i.label in catalogue.STAR_CLASSES for i in stars])
     per_class = {c: float(np.mean(star_ok[[i.label == c for i in stars]]))
                  for c in catalogue.CLASSES[:8] if any(i.label == c for i in stars)}
-    # expected calibration error (10 bins) on the test stars
+    # expected calibration error (10 bins) on the test stars, with a
+    # bootstrap interval over stars, and the reliability diagram's bins
     conf = p[:n].max(1)
-    ece = 0.0
-    for lo in np.linspace(0, 1, 11)[:-1]:
-        sel = (conf > lo) & (conf <= lo + 0.1)
-        if sel.any():
-            ece += sel.mean() * abs(conf[sel].mean() - star_ok[sel].mean())
+    ece, reliability = calibration(conf, star_ok)
+    boot_rng = np.random.default_rng(2024)
+    boots = [calibration(conf[b], star_ok[b])[0]
+             for b in boot_rng.integers(0, n, size=(2000, n))]
     # errors between neighbouring classes at a boundary subclass (G8-G9
     # called K, K0-K2 called G, ...): where MK classes themselves blur
     order = "OBAFGKM"
@@ -384,6 +385,7 @@ def classifier_metrics(model, items, split="test"):
                      "uncertainty": float(e), "grid_coverage": round(covered, 3)})
     covered_others = [r for r in real if r["grid_coverage"] > 0.05]
     consistent = np.array([catalogue.label_consistent(i) for i in stars])
+    removed = Counter(i.label for i, ok in zip(stars, consistent) if not ok)
     return {
         "test_star_accuracy": float(star_ok.mean()),
         "test_star_accuracy_label_consistent": float(star_ok[consistent].mean()),
@@ -397,6 +399,11 @@ def classifier_metrics(model, items, split="test"):
         "n_test_stars": int(n),
         "per_class_recall": per_class,
         "expected_calibration_error": float(ece),
+        "expected_calibration_error_95": [float(np.percentile(boots, 2.5)),
+                                          float(np.percentile(boots, 97.5))],
+        "reliability": reliability,
+        "label_rule_removed_per_class": dict(sorted(removed.items())),
+        "label_rule_removed_fraction": float(1 - consistent.mean()),
         "temperature": float(model.temperature),
         "real_galaxies_and_qsos": real,
         "real_extragalactic_correct": int(sum(r["truth"] == r["predicted"] for r in real)),
@@ -412,6 +419,22 @@ def classifier_metrics(model, items, split="test"):
 
 
 subclass = catalogue.subclass
+
+
+def calibration(confidence, correct, bins=10):
+    """Expected calibration error over ``bins`` equal-width confidence bins,
+    and the bins (for a reliability diagram): lower edge, count, mean
+    confidence, accuracy."""
+    ece, rows = 0.0, []
+    for lo in np.linspace(0, 1, bins + 1)[:-1]:
+        sel = (confidence > lo) & (confidence <= lo + 1.0 / bins)
+        if sel.any():
+            gap = confidence[sel].mean() - correct[sel].mean()
+            ece += sel.mean() * abs(gap)
+            rows.append({"lo": float(lo), "n": int(sel.sum()),
+                         "confidence": float(confidence[sel].mean()),
+                         "accuracy": float(correct[sel].mean())})
+    return float(ece), rows
 
 
 def majority(rows):
@@ -462,6 +485,106 @@ def parameter_class_baseline(items, k=5, split="test"):
     votes = majority(labels[nearest])
     return {"accuracy": float(np.mean([v == i.label for v, i in zip(votes, query)])),
             "n": len(query), "k": k}
+
+
+# --------------------------------------------------------------------------
+# Domain: when the class is published as unknown
+# --------------------------------------------------------------------------
+
+def anomaly_ceiling(vae, items, split="val"):
+    """The highest VAE anomaly among the real spectra of ``split`` that
+    cover enough of the grid to be embedded: beyond it, a spectrum is
+    unlike anything the models were checked on (``retrspect.anomaly_ceiling``)."""
+    group = [i for i in items if i.split == split]
+    flux, weight = prepared(group)
+    keep = (weight > 0).mean(1) >= MIN_GRID_COVERAGE
+    anomaly = run(vae, flux[keep], weight[keep])[3]
+    return float(np.nanmax(anomaly))
+
+
+def class_accuracy_by_coverage(classifier, items, *, split="val",
+                               fractions=(1.0, 0.9, 0.8, 0.7, 0.6, 0.5)):
+    """Accuracy of the classifier on ``split`` stars cut (alternately from
+    the blue and the red end) to windows covering each fraction of the grid."""
+    stars = [i for i in items if i.kind == "star" and i.split == split and i.label]
+    truth = np.array([catalogue.CLASS_INDEX[i.label] for i in stars])
+    rows = []
+    for fraction in fractions:
+        cut = [i.spectrum if fraction >= 1 else
+               cut_to_coverage(i.spectrum, fraction, blue_side=bool(k % 2))
+               for k, i in enumerate(stars)]
+        pairs = [observation.prepare_observed(c) for c in cut]
+        p = run(classifier, np.stack([f for f, _ in pairs]), np.stack([w for _, w in pairs]))[0]
+        rows.append({"coverage": fraction, "accuracy": float(np.mean(p.argmax(1) == truth)),
+                     "n": len(stars)})
+    return rows
+
+
+#: The committed choice of ``retrspect.min_class_coverage``.
+CLASS_COVERAGE_RULE = ("the lowest grid coverage at which the validation stars' accuracy, "
+                       "on cutouts of that coverage, is within `slack` of their accuracy "
+                       "on whole spectra (coverages tried: 1.0, 0.9, ..., 0.5)")
+CLASS_COVERAGE_SLACK = 0.05
+
+
+def choose_class_coverage(rows, slack=CLASS_COVERAGE_SLACK):
+    """The coverage :data:`CLASS_COVERAGE_RULE` picks from
+    :func:`class_accuracy_by_coverage` rows: every coverage from 1 down to
+    it must pass, so a lucky dip below a failure does not count."""
+    full = next(r["accuracy"] for r in rows if r["coverage"] >= 1)
+    chosen = 1.0
+    for row in sorted(rows, key=lambda r: -r["coverage"]):
+        if row["accuracy"] < full - slack:
+            break
+        chosen = row["coverage"]
+    return chosen
+
+
+def domain_metrics(vae, classifier, items, *, ceiling, min_coverage, n_synthetic=40,
+                   seed=11):
+    """How the unknown-class rule (:func:`ingest.contract.class_is_known`)
+    treats held-out real spectra (test split: how many keep a class, and the
+    accuracy of those) and synthetic out-of-domain spectra (how many are
+    unknown, per kind of :func:`models.synthetic.out_of_domain`)."""
+    from retrspect.ingest.contract import class_is_known
+    from retrspect.models import synthetic
+
+    def known(spectra):
+        pairs = [observation.prepare_observed(s) for s in spectra]
+        flux = np.stack([f for f, _ in pairs])
+        weight = np.stack([w for _, w in pairs])
+        anomaly = run(vae, flux, weight)[3]
+        p = run(classifier, flux, weight)[0]
+        coverage = (weight > 0).mean(1)
+        keep = np.array([class_is_known(c, None if not np.isfinite(a) else float(a),
+                                        min_class_coverage=min_coverage,
+                                        anomaly_ceiling=ceiling)
+                         for c, a in zip(coverage, anomaly)])
+        return keep, p.argmax(1), coverage, anomaly
+
+    out = {"anomaly_ceiling": ceiling, "min_class_coverage": min_coverage}
+    test = [i for i in items if i.split == "test"]
+    keep, predicted, coverage, anomaly = known([i.spectrum for i in test])
+    for kind in ("star", "galaxy", "qso"):
+        sel = np.array([i.kind == kind for i in test])
+        labelled = sel & np.array([bool(i.label) for i in test])
+        truth = np.array([catalogue.CLASS_INDEX.get(i.label, -1) for i in test])
+        right = predicted == truth
+        out[f"test_{kind}"] = {
+            "n": int(sel.sum()), "class_known": int((keep & sel).sum()),
+            "unknown_low_coverage": int((sel & (coverage < (min_coverage or 0))).sum()),
+            "unknown_anomaly": int((sel & (coverage >= (min_coverage or 0)) & ~keep).sum()),
+            "accuracy_known": float(right[labelled & keep].mean()) if (labelled & keep).any() else None,
+            "accuracy_all": float(right[labelled].mean()) if labelled.any() else None}
+    star = np.array([i.kind == "star" for i in test])
+    out["test_star_anomaly_max"] = float(np.nanmax(anomaly[star]))
+    rng = np.random.default_rng(seed)
+    for kind in synthetic.OUT_OF_DOMAIN_KINDS:
+        spectra = [synthetic.out_of_domain(rng, kind) for _ in range(n_synthetic)]
+        keep, _, _, anomaly = known(spectra)
+        out[f"synthetic_{kind}"] = {"n": n_synthetic, "unknown": int((~keep).sum()),
+                                    "anomaly_median": float(np.nanmedian(anomaly))}
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -549,6 +672,7 @@ def velocity_metrics(scanner, items, seed):
                      "snr_per_pixel": round(s, 1)}
                     for i, zs, zz, d, e, s in zip(gal, zsys, z, dz, err, snr)],
     }
+    out["synthetic_galaxies"] = galaxy_redshift_scan(scanner, rng)
     qso = [i for i in items if i.kind == "qso" or i.collection == "linetools-AGN"]
     flux, weight = prepared(qso)
     z, err = run(scanner, flux, weight)
@@ -573,6 +697,48 @@ def velocity_metrics(scanner, items, seed):
             "n_stars": len(pairs), "median_kms": float(np.nanmedian(d)),
             "robust_sigma_kms": float(1.4826 * np.nanmedian(np.abs(d - np.nanmedian(d))))}
     return out
+
+
+def galaxy_redshift_scan(scanner, rng, *, z_bins=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), per_bin=24,
+                         snr=20.0, tolerance=2e-3):
+    """Synthetic galaxies (stellar-population models, half with nebular
+    lines) observed at redshifts drawn uniformly in each bin up to z = 1:
+    per bin, how many cover enough of the grid to get a redshift
+    (:data:`MIN_GRID_COVERAGE`), and how many of those the scanner places
+    within ``tolerance`` in dz / (1 + z).
+
+    The bundled population models start at 3200 A in the rest frame, so a
+    synthetic galaxy beyond z ~ 0.6 covers less than half the grid (a real
+    one would cover it all, its near-UV unmodelled): ``right`` counts the
+    scanner's answers on what the synthetic spectrum covers, ``covered``
+    how many the pipeline would publish a redshift for.
+    """
+    from retrspect.models import synthetic
+    ssps = [t for t in synthetic.ssp_library() if not t.name.startswith("bpass")]
+    rows = []
+    for lo, hi in zip(z_bins[:-1], z_bins[1:]):
+        spectra, truth, lines = [], [], []
+        for k in range(per_bin):
+            emission = bool(k % 2)
+            g = synthetic.synthetic_galaxy(rng, ssps, emission=emission, second_component=False)
+            z = float(rng.uniform(max(lo, 0.003), hi))
+            obs = observation.Observation(z=z, snr=snr, medium="air")
+            spectra.append(observation.observe(g.wave, g.flux, g.good, obs, rng))
+            truth.append(z), lines.append(emission)
+        pairs = [observation.prepare_observed(s) for s in spectra]
+        flux = np.stack([f for f, _ in pairs])
+        weight = np.stack([w for _, w in pairs])
+        z, _ = run(scanner, flux, weight)
+        truth, lines = np.array(truth), np.array(lines)
+        covered = (weight > 0).mean(1) >= MIN_GRID_COVERAGE
+        right = np.abs(z - truth) / (1 + truth) < tolerance
+        rows.append({"z_lo": lo, "z_hi": hi, "n": per_bin, "right": int(right.sum()),
+                     "right_with_lines": int((right & lines).sum()),
+                     "with_lines": int(lines.sum()), "covered": int(covered.sum()),
+                     "right_of_covered": int((right & covered).sum()),
+                     "right_of_covered_with_lines": int((right & covered & lines).sum()),
+                     "covered_with_lines": int((covered & lines).sum())})
+    return {"snr": snr, "tolerance_dz_over_1pz": tolerance, "bins": rows}
 
 
 def calibrate_velocity(scanner, items, seed):

@@ -104,6 +104,14 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
     plots["confusion"] = A.plot_confusion(
         clf_metrics["confusion_matrix"], catalogue.CLASSES, plots_dir / "confusion.png",
         title=f"held-out real spectra: star accuracy {clf_metrics['test_star_accuracy']:.3f}")
+    low, high = clf_metrics["expected_calibration_error_95"]
+    plots["reliability"] = A.plot_reliability(
+        clf_metrics["reliability"], plots_dir / "reliability.png",
+        title=f"{clf_metrics['n_test_stars']} held-out stars: ECE "
+              f"{clf_metrics['expected_calibration_error']:.3f} ({low:.3f}-{high:.3f})")
+    domain = E.domain_metrics(_TorchLike(models["vae"]), _TorchLike(models["classifier"]), items,
+                              ceiling=models["vae"].anomaly_ceiling,
+                              min_coverage=models["classifier"].min_class_coverage)
 
     # ---- velocity ----------------------------------------------------------
     vel_ckpt = checkpoints.get("velocity")
@@ -127,6 +135,7 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
         "parameters": list(PARAMETERS),
         "mi_ksg_bits": mi_ksg.tolist(), "mi_histogram_bits": mi_hist.tolist(),
         "classifier_onnx": E.public(clf_metrics),
+        "domain": domain,
         "catalogue_counts": catalogue_counts(items),
     }
     sweep = bench_dir / "vae_supervise_sweep.json"

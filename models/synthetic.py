@@ -375,3 +375,52 @@ def emission_star(rng, item):
                           area / (2 if split else 1), fwhm))
     return Template("emission_star", wave, flux + _gaussian_lines(wave, lines), good)
 
+
+
+# --------------------------------------------------------------------------
+# Out-of-domain spectra (for the unknown-class rule)
+# --------------------------------------------------------------------------
+
+#: What an archive holds that none of the models learned: a dead fibre (noise
+#: only), a broken flux calibration (large random wiggles), an unphysical
+#: forest of strong emission lines, a stitching step between two arms.
+OUT_OF_DOMAIN_KINDS = ("noise", "wiggles", "line_forest", "step")
+
+
+def out_of_domain(rng, kind, *, lo=3600.0, hi=7400.0, step=1.2):
+    """A synthetic observed spectrum of ``kind`` (:data:`OUT_OF_DOMAIN_KINDS`)
+    covering ``lo``-``hi`` vacuum A on a linear grid, with errors.
+
+    Returns
+    -------
+    retrspect.ingest.spectrum.Spectrum
+    """
+    from astropy import units as u
+
+    from retrspect.ingest.spectrum import Spectrum, empty_meta
+    wave = np.arange(lo, hi, step)
+    x = (wave - lo) / (hi - lo)
+    sigma = 0.02
+    if kind == "noise":
+        flux = 1.0 + 0.5 * rng.standard_normal(wave.size)
+        sigma = 0.5
+    elif kind == "wiggles":
+        k = np.arange(1, 13)
+        phases = rng.uniform(0, 2 * np.pi, k.size)
+        amps = rng.uniform(0.2, 0.6, k.size) / np.sqrt(k)
+        flux = 1.5 + (amps[:, None] * np.sin(2 * np.pi * k[:, None] * x + phases[:, None])).sum(0)
+    elif kind == "line_forest":
+        centres = rng.uniform(lo, hi, 60)
+        flux = 1.0 + _gaussian_lines(wave, [(c, rng.uniform(5, 60), rng.uniform(150, 600))
+                                            for c in centres])
+    elif kind == "step":
+        edge = rng.uniform(0.3, 0.7)
+        flux = np.where(x < edge, 1.0, rng.choice([0.25, 4.0])) * (1 + 0.3 * (x - 0.5))
+    else:
+        raise ValueError(f"unknown out-of-domain kind {kind!r}")
+    flux = np.clip(flux, 1e-3, None) if kind != "noise" else flux
+    flux = flux + sigma * np.abs(flux).mean() * rng.standard_normal(wave.size) * (kind != "noise")
+    ivar = np.full(wave.size, 1.0 / (sigma * np.abs(flux).mean()) ** 2)
+    return Spectrum(wavelength=wave * u.AA, flux=flux * u.dimensionless_unscaled, ivar=ivar,
+                    mask=np.zeros(wave.size, bool), medium="vacuum", meta=empty_meta(),
+                    source=f"synthetic {kind}")

@@ -95,6 +95,18 @@ class TrainConfig:
     #: batch are negatives, so alignment does not blur identity (0: the
     #: pull-only squared distance)
     vae_pair_temperature: float = 0.0
+    #: measure the consistency and (pull-only) cross-library distances in the
+    #: published latent's units: each dimension divided by its spread over
+    #: the batch (floored as :meth:`SpectrumVAE.standardise` floors it).  A
+    #: pull in raw units is won by shrinking every latent together, which
+    #: search (on the standardised latent) does not see but identity loses;
+    #: a ratio has no such shortcut
+    vae_align_standardised: bool = False
+    #: make the consistency term contrastive (InfoNCE, distances scaled by
+    #: this temperature): an augmented input's latent must be nearer its own
+    #: clean observation's than the batch's other spectra's, which is search
+    #: by example's promise itself (0: the pull-only squared distance)
+    vae_consistency_temperature: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -379,28 +391,54 @@ def vae_loss(model, flux, weight, target, mask, cfg, generator=None, params=None
         total = total + cfg.vae_supervise * ((mean[:, :3] - params) ** 2 * known).sum(1)
     if cfg.vae_consistency:
         clean_mean, _ = model.encode(target, mask)
-        total = total + cfg.vae_consistency * ((mean - clean_mean) ** 2).sum(1)
+        spread = batch_spread(clean_mean) if cfg.vae_align_standardised else 1.0
+        if cfg.vae_consistency_temperature:
+            term = info_nce(mean, clean_mean, cfg.vae_consistency_temperature, spread)
+        else:
+            term = ((mean - clean_mean) ** 2 / spread).sum(1)
+        total = total + cfg.vae_consistency * term
     loss = total.mean()
     pixels = mask.sum(1).clamp_min(1)
     l1 = (((rec - target).abs() * mask).sum(1) / pixels).mean()
     return loss, l1.detach(), kl.mean().detach()
 
 
-def pair_loss(model, flux_a, weight_a, flux_b, weight_b, temperature=0.0):
+def batch_spread(means, floor=0.05):
+    """Per-dimension variance of a batch of latent means plus ``floor``
+    squared: the denominator that puts a squared latent distance in the
+    published (standardised) latent's units.  Not detached, so it is a
+    ratio the encoder cannot lower by shrinking the latent."""
+    return means.var(0) + floor ** 2
+
+
+def pair_loss(model, flux_a, weight_a, flux_b, weight_b, temperature=0.0,
+              standardised=False):
     """The cross-library term of a batch of library pairs.
 
     With ``temperature`` 0: the mean squared distance between the latent
-    means of each pair's two spectra.  Otherwise InfoNCE in both directions
+    means of each pair's two spectra (with ``standardised``, in units of the
+    batch's spread, :func:`batch_spread`).  Otherwise InfoNCE in both directions
     on logits ``-distance^2 / temperature``: each spectrum must be nearer its
     own star's other spectrum than the batch's other stars.
     """
     mean_a, _ = model.encode(flux_a, weight_a)
     mean_b, _ = model.encode(flux_b, weight_b)
     if not temperature:
-        return ((mean_a - mean_b) ** 2).sum(1).mean()
-    logits = -torch.cdist(mean_a, mean_b) ** 2 / temperature
-    truth = torch.arange(len(mean_a))
-    return 0.5 * (F.cross_entropy(logits, truth) + F.cross_entropy(logits.T, truth))
+        spread = batch_spread(torch.cat([mean_a, mean_b])) if standardised else 1.0
+        return ((mean_a - mean_b) ** 2 / spread).sum(1).mean()
+    return info_nce(mean_a, mean_b, temperature).mean()
+
+
+def info_nce(mean_a, mean_b, temperature, spread=1.0):
+    """Per-row symmetric InfoNCE: row i of ``mean_a`` and of ``mean_b`` are
+    one spectrum (or star); the other rows are the negatives.  Logits are
+    ``-squared distance / temperature`` (distances divided by ``spread``)."""
+    a = mean_a / spread ** 0.5 if torch.is_tensor(spread) else mean_a
+    b = mean_b / spread ** 0.5 if torch.is_tensor(spread) else mean_b
+    logits = -torch.cdist(a, b) ** 2 / temperature
+    truth = torch.arange(len(a))
+    return 0.5 * (F.cross_entropy(logits, truth, reduction="none")
+                  + F.cross_entropy(logits.T, truth, reduction="none"))
 
 
 def train_vae(items, cfg: TrainConfig, *, epochs=None, pool=None, progress=True):
@@ -445,7 +483,8 @@ def train_vae(items, cfg: TrainConfig, *, epochs=None, pool=None, progress=True)
                                            generator=generator)
                 loss = loss + cfg.vae_pair_weight * pair_loss(
                     model, *(view[chosen] for view in pair_views),
-                    temperature=cfg.vae_pair_temperature)
+                    temperature=cfg.vae_pair_temperature,
+                    standardised=cfg.vae_align_standardised)
             _step(model, optimiser, schedule, loss)
             totals += [loss.item(), l1.item(), kl.item()]
             n += 1

@@ -48,8 +48,14 @@ def sky_mask(grid=MODEL_GRID):
     return mask
 
 
+#: The deepest galaxy redshift scanned: deep VLT surveys hold galaxies to
+#: z ~ 1, which the grid sees in their rest-frame near UV.
+GALAXY_Z_MAX = 1.0
+
+
 def kind_ranges(grid=MODEL_GRID, pool=POOL):
-    """Coarse shift ranges: stars +-3000 km/s, galaxies z -0.005..0.5, QSOs 0.1..5."""
+    """Coarse shift ranges: stars +-3000 km/s, galaxies z -0.005..GALAXY_Z_MAX,
+    QSOs 0.1..5."""
     dlnl = math.log(10) * grid.loglam_step
     coarse = pool * dlnl
 
@@ -59,7 +65,7 @@ def kind_ranges(grid=MODEL_GRID, pool=POOL):
     star = int(math.ceil(3000.0 / C_KMS / coarse))
     return {
         "star": (-star, star),
-        "galaxy": (int(math.floor(shift(-0.005))), int(math.ceil(shift(0.5)))),
+        "galaxy": (int(math.floor(shift(-0.005))), int(math.ceil(shift(GALAXY_Z_MAX)))),
         "qso": (int(math.floor(shift(0.1))), int(math.ceil(shift(5.0)))),
     }
 

@@ -164,10 +164,13 @@
     <column name="ml_class" type="text"
       ucd="src.class" tablehead="Class" verbLevel="5"
       description="Most probable class: an MK class O..M,
-        emission_line_star, galaxy or qso."/>
+        emission_line_star, galaxy or qso.  NULL (unknown) when the models
+        cannot place the spectrum: it covers too little of the classifier's
+        grid, or its anomaly is beyond any validation spectrum's; the p_*
+        columns are still given then."/>
     <column name="class_probability" type="real"
       ucd="stat.probability" tablehead="P(class)" verbLevel="10"
-      description="Calibrated probability of ml_class."/>
+      description="Calibrated probability of ml_class (NULL with it)."/>
     <column name="class_uncertainty" type="real"
       ucd="stat.error" tablehead="Class unc." verbLevel="15"
       description="Predictive uncertainty of the classification (entropy

@@ -228,8 +228,10 @@ def _torch_modules(npix: int, latent_dim: int, seed: int):
 def _write_test_models(directory: Path, *, latent_dim: int = 32,
                       grid: Grid = TEST_GRID, version: str = "0.0.1",
                       metric: str = "l2", seed: int = 0,
-                      kinds=("vae", "classifier", "velocity")) -> dict:
-    """Export the test models into ``directory``; returns kind -> path."""
+                      kinds=("vae", "classifier", "velocity"),
+                      extra: dict | None = None) -> dict:
+    """Export the test models into ``directory``; returns kind -> path.
+    ``extra``: kind -> further metadata entries (keys without the prefix)."""
     import onnx
     import torch
 
@@ -259,6 +261,7 @@ def _write_test_models(directory: Path, *, latent_dim: int = 32,
                          "retrspect.metric": metric})
         if kind == "classifier":
             meta["retrspect.labels"] = json.dumps(LABELS)
+        meta.update({contract.PREFIX + k: str(v) for k, v in (extra or {}).get(kind, {}).items()})
         for key, value in meta.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value

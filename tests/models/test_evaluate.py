@@ -115,3 +115,55 @@ def test_cutouts_cover_the_asked_fraction_and_the_whole_spectrum_is_found(items)
                                                     if i.split == "train"][:100],
                                fractions=(1.0,))["coverage_1"]
     assert found["n"] == 10 and found["hit@1"] == 1.0
+
+
+def test_calibration_error_and_bins():
+    """Two bins: 0.95 confident and always right (gap 0.05), 0.55 confident
+    and right half the time (gap 0.05): ECE 0.05; a perfect one is 0."""
+    conf = np.array([0.95] * 4 + [0.55] * 4)
+    right = np.array([1, 1, 1, 1, 1, 0, 1, 0], bool)
+    ece, rows = E.calibration(conf, right)
+    assert ece == pytest.approx(0.05)
+    assert [(r["lo"], r["n"]) for r in rows] == [(pytest.approx(0.5), 4), (pytest.approx(0.9), 4)]
+    assert rows[0]["accuracy"] == pytest.approx(0.5)
+    assert E.calibration(np.array([1.0, 1.0]), np.array([True, True]))[0] == 0.0
+
+
+def test_class_coverage_rule_stops_at_the_first_failure():
+    rows = [{"coverage": c, "accuracy": a} for c, a in
+            [(1.0, 0.90), (0.9, 0.89), (0.8, 0.86), (0.7, 0.80), (0.6, 0.88), (0.5, 0.70)]]
+    # 0.7 falls more than 0.05 below 0.90; 0.6 recovers but comes after a failure
+    assert E.choose_class_coverage(rows) == 0.8
+    assert E.choose_class_coverage(rows, slack=0.2) == 0.5
+    assert E.choose_class_coverage(rows, slack=0.0) == 1.0
+
+
+def test_unknown_rule_figures_on_a_classifier_that_sees_everything(items):
+    """With no ceiling the anomaly half is off; min coverage 0.5 keeps every
+    test star that covers half the grid, so the counts follow coverage."""
+    from retrspect.models import synthetic
+
+    class _Uniform(torch.nn.Module):
+        def forward(self, flux, weight):
+            n = len(flux)
+            p = torch.full((n, len(catalogue.CLASSES)), 1.0 / len(catalogue.CLASSES))
+            return p, torch.zeros(n)
+
+    class _Anomaly(torch.nn.Module):
+        """Anomaly = how far the covered flux strays from its median."""
+        def forward(self, flux, weight):
+            covered = weight > 0
+            dev = ((flux - 1.0).abs() * covered).sum(1) / covered.sum(1).clamp_min(1)
+            z = torch.zeros(len(flux), 2)
+            return z, z, flux, dev
+
+    got = E.domain_metrics(_Anomaly(), _Uniform(), items, ceiling=None, min_coverage=0.5,
+                           n_synthetic=3)
+    test = [i for i in items if i.split == "test"]
+    covered = (E.prepared(test)[1] > 0).mean(1) >= 0.5
+    assert sum(got[f"test_{k}"]["class_known"] for k in ("star", "galaxy", "qso")) == covered.sum()
+    assert all(got[f"synthetic_{k}"]["unknown"] == 0 for k in synthetic.OUT_OF_DOMAIN_KINDS)
+    # a ceiling of 0 makes every synthetic spectrum unknown
+    strict = E.domain_metrics(_Anomaly(), _Uniform(), items, ceiling=0.0, min_coverage=0.5,
+                              n_synthetic=3)
+    assert all(strict[f"synthetic_{k}"]["unknown"] == 3 for k in synthetic.OUT_OF_DOMAIN_KINDS)

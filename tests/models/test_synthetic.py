@@ -19,3 +19,23 @@ def test_forest_matches_the_observed_mean_transmission():
     scaled = np.exp(-synthetic.forest_scale(wave, tau, z) * tau)
     assert np.mean(scaled[sel]) == pytest.approx(target, abs=1e-3)
     assert np.mean(np.exp(-tau[sel])) > target + 0.05     # unscaled was too thin
+
+
+@pytest.mark.parametrize("kind", synthetic.OUT_OF_DOMAIN_KINDS)
+def test_out_of_domain_spectra_cover_the_grid_and_are_not_stars(kind):
+    """Each kind covers the whole model grid with finite flux and errors,
+    and has the feature that makes it out of domain."""
+    from retrspect.ingest.preprocess import MODEL_GRID, prepare
+    s = synthetic.out_of_domain(np.random.default_rng(4), kind)
+    flux, weight = prepare(s, MODEL_GRID)
+    assert (weight > 0).mean() > 0.99 and np.isfinite(s.flux.value).all()
+    f = s.flux.value
+    jump = np.abs(np.diff(f)).max() / np.median(np.abs(f))
+    if kind == "step":
+        assert jump > 0.5
+    if kind == "noise":
+        assert np.std(f) / np.abs(np.mean(f)) > 0.3
+    if kind == "line_forest":
+        assert (f > 1.5).sum() > 100
+    with pytest.raises(ValueError, match="unknown"):
+        synthetic.out_of_domain(np.random.default_rng(4), "galaxy")

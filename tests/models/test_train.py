@@ -211,3 +211,39 @@ def test_contrastive_pair_loss_is_infonce_on_squared_distances():
         aligned = float(T.pair_loss(model, flux_a, weight, flux_a, weight,
                                     temperature=0.5))
         assert aligned < got
+
+
+def test_standardised_pair_distance_does_not_reward_shrinking_the_latent():
+    """With standardised=True the pull is in units of the batch's spread:
+    scaling every latent by 0.1 leaves it (nearly: the floor) unchanged,
+    where the raw distance falls 100-fold."""
+    means_a = torch.randn(16, 8)
+    means_b = means_a + 0.3 * torch.randn(16, 8)
+
+    def pull(a, b, standardised):
+        spread = T.batch_spread(torch.cat([a, b])) if standardised else 1.0
+        return float(((a - b) ** 2 / spread).sum(1).mean())
+
+    assert pull(0.1 * means_a, 0.1 * means_b, False) == pytest.approx(
+        0.01 * pull(means_a, means_b, False), rel=1e-5)
+    ratio = pull(0.1 * means_a, 0.1 * means_b, True) / pull(means_a, means_b, True)
+    assert 0.7 < ratio <= 1.0
+
+
+def test_contrastive_consistency_is_infonce_of_input_and_clean_latents(small, tiny_config):
+    """vae_consistency_temperature turns the consistency term into InfoNCE
+    between each augmented input and its own clean observation."""
+    from dataclasses import replace
+    batch = _fixed_vae_batch(small, tiny_config, n=16)
+    torch.manual_seed(0)
+    model = SpectrumVAE(MODEL_GRID.npix, latent_dim=8)
+    cfg = replace(tiny_config, vae_consistency=5.0, vae_consistency_temperature=2.0)
+    with torch.no_grad():
+        plain = T.vae_loss(model, *batch, tiny_config, torch.Generator().manual_seed(0))[0]
+        contrastive = T.vae_loss(model, *batch, cfg, torch.Generator().manual_seed(0))[0]
+        mean = model.encode(batch[0], batch[1])[0]
+        clean = model.encode(batch[2], batch[3])[0]
+        logits = -((mean[:, None, :] - clean[None, :, :]) ** 2).sum(-1) / 2.0
+        nce = 0.5 * (-torch.log_softmax(logits, 1).diagonal()
+                     - torch.log_softmax(logits, 0).diagonal())
+    assert float(contrastive) == pytest.approx(float(plain) + 5.0 * float(nce.mean()), rel=1e-5)
