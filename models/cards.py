@@ -45,6 +45,7 @@ from types import SimpleNamespace
 
 from retrspect.ingest.preprocess import C_KMS
 from retrspect.models import analysis as A
+from retrspect.models import card_sections as S
 from retrspect.models import catalogue, nets, synthetic
 from retrspect.models import evaluate as E
 from retrspect.models import velocity as V
@@ -471,6 +472,9 @@ def vae_card(path, meta, checkpoint, analysis, bench, equality, records=None):
               (("miss_logg", g_ok), ("miss_feh", f_ok), ("miss_teff", t_ok)) if not ok]
     c["misses"] = "\n".join(misses or [card.fragment("all_met", c)])
     c["self_retrieval"] = _self_retrieval(card, m.get("self_retrieval"), c)
+    c["cross_library_section"] = S.cross_library(card, m)
+    c["flux_section"] = S.against_flux(card, m, analysis.get("vae_learning_curve"))
+    c["cutouts_section"] = S.cutouts(card, m)
     c["sweep_section"] = _sweep_section(card, sweep, c)
     return card.render(c)
 
@@ -602,6 +606,8 @@ def classifier_card(path, meta, checkpoint, analysis, bench, equality, records=N
             row["known_hard"] = _known_hard(card, r["obs_id"], c)
             why.append(card.fragment("real_wrong", row))
     c["misses"] = "\n".join(why or [card.fragment("all_met", c)])
+    c["calibration_section"] = S.calibration(card, m)
+    c["domain_section"] = S.domain(card, m, analysis)
     return card.render(c)
 
 
@@ -727,6 +733,7 @@ def velocity_card(path, meta, checkpoint, analysis, bench, equality, records=Non
                 **c, "obs_id": s["obs_id"], "dz_over_one_plus_z": f"{s['dz_over_1pz']:+.2e}",
                 "snr_per_pixel": str(s["snr_per_pixel"])}))
     c["misses"] = "\n".join(why or [card.fragment("all_met", c)])
+    c["galaxy_scan_section"] = S.galaxy_scan(card, m)
     return card.render(c)
 
 

@@ -381,10 +381,13 @@ def emission_star(rng, item):
 # Out-of-domain spectra (for the unknown-class rule)
 # --------------------------------------------------------------------------
 
-#: What an archive holds that none of the models learned: a dead fibre (noise
-#: only), a broken flux calibration (large random wiggles), an unphysical
-#: forest of strong emission lines, a stitching step between two arms.
-OUT_OF_DOMAIN_KINDS = ("noise", "wiggles", "line_forest", "step")
+#: What an archive holds that none of the models learned: strong CCD
+#: fringing, a broken flux calibration (large random wiggles), an unphysical
+#: forest of strong emission lines, a stitching step between two arms.  (A
+#: dead fibre, noise only, is not among them: it is consistent with any
+#: spectrum at its S/N, so no reconstruction error can single it out; its
+#: class probabilities say it through their entropy.)
+OUT_OF_DOMAIN_KINDS = ("fringes", "wiggles", "line_forest", "step")
 
 
 def out_of_domain(rng, kind, *, lo=3600.0, hi=7400.0, step=1.2):
@@ -401,9 +404,10 @@ def out_of_domain(rng, kind, *, lo=3600.0, hi=7400.0, step=1.2):
     wave = np.arange(lo, hi, step)
     x = (wave - lo) / (hi - lo)
     sigma = 0.02
-    if kind == "noise":
-        flux = 1.0 + 0.5 * rng.standard_normal(wave.size)
-        sigma = 0.5
+    if kind == "fringes":
+        period = rng.uniform(15.0, 60.0)
+        flux = (1.0 + 0.3 * (x - 0.5)) * (1 + 0.3 * np.sin(2 * np.pi * wave / period
+                                                           + rng.uniform(0, 2 * np.pi)))
     elif kind == "wiggles":
         k = np.arange(1, 13)
         phases = rng.uniform(0, 2 * np.pi, k.size)
@@ -418,8 +422,8 @@ def out_of_domain(rng, kind, *, lo=3600.0, hi=7400.0, step=1.2):
         flux = np.where(x < edge, 1.0, rng.choice([0.25, 4.0])) * (1 + 0.3 * (x - 0.5))
     else:
         raise ValueError(f"unknown out-of-domain kind {kind!r}")
-    flux = np.clip(flux, 1e-3, None) if kind != "noise" else flux
-    flux = flux + sigma * np.abs(flux).mean() * rng.standard_normal(wave.size) * (kind != "noise")
+    flux = np.clip(flux, 1e-3, None)
+    flux = flux + sigma * np.abs(flux).mean() * rng.standard_normal(wave.size)
     ivar = np.full(wave.size, 1.0 / (sigma * np.abs(flux).mean()) ** 2)
     return Spectrum(wavelength=wave * u.AA, flux=flux * u.dimensionless_unscaled, ivar=ivar,
                     mask=np.zeros(wave.size, bool), medium="vacuum", meta=empty_meta(),

@@ -67,3 +67,33 @@ def test_supervision_sweep_rule_keeps_search_by_example():
     assert choose_supervision(rows, slack=0.02) == 10
     assert choose_supervision(rows, slack=0.005) == 3
     assert choose_supervision(rows, slack=1.0) == 30
+
+
+def test_learning_curve_subsets_nest_and_touch_only_training_stars(items):
+    """A smaller fraction keeps a subset of a larger one's training stars,
+    keeps a star's spectra together, and leaves test and validation alone."""
+    from retrspect.models.cli import training_subset
+
+    def kept(subset):
+        return {i.obs_id for i in subset if i.split == "train"}
+
+    quarter, half = training_subset(items, 0.25), training_subset(items, 0.5)
+    all_train = kept(items)
+    assert kept(quarter) < kept(half) < all_train
+    assert 0.15 < len(kept(quarter)) / len(all_train) < 0.35
+    stars = {}
+    for i in half:
+        if i.kind == "star" and i.star_id:
+            stars.setdefault(i.star_id, set()).add(i.split)
+    assert all(len(s) == 1 for s in stars.values())
+    assert [i.split for i in half if i.split in ("val", "test")] == \
+        [i.split for i in items if i.split in ("val", "test")]
+
+
+def test_catalogue_agreement_measures_the_two_catalogues(items):
+    from retrspect.models.cli import catalogue_agreement
+    got = catalogue_agreement(items)
+    assert got["n_stars"] > 100 and got["teff_rel_n"] > 100
+    # the catalogues agree closely but not exactly (they are not one table)
+    assert 0.001 < got["teff_rel_difference_sigma"] < 0.05
+    assert 0.02 < got["logg_dex_difference_sigma"] < 0.5

@@ -26,28 +26,38 @@ N_FILES = 1200
 # ------------------------------------------------------------ the demo ----
 
 def test_every_spectrum_has_ml_results(tap, db, sql):
-    """Every spectrum has an ML row with its grid coverage; latent, class,
-    redshift and anomaly exactly where it covers at least half of the
-    models' grid, NULL (never NaN) below: NGC 4151's far-UV and XQ100's
-    near-IR spectra cover nothing of it (issue 11)."""
+    """Every spectrum has an ML row with its grid coverage; latent, class
+    probabilities, redshift and anomaly exactly where it covers at least
+    half of the models' grid, NULL (never NaN) below: NGC 4151's far-UV and
+    XQ100's near-IR spectra cover nothing of it (issue 11); a class exactly
+    where the unknown-class rule places the spectrum (issue 13)."""
+    from retrspect.ingest.contract import class_is_known
     from retrspect.ingest.infer import DEFAULT_MODEL_DIR, load_model
     from retrspect.ingest.preprocess import MIN_GRID_COVERAGE
 
-    grid = load_model(sorted(DEFAULT_MODEL_DIR.glob("vae-*.onnx"))[0]).grid
+    vae = load_model(sorted(DEFAULT_MODEL_DIR.glob("vae-*.onnx"))[0])
+    classifier = load_model(sorted(DEFAULT_MODEL_DIR.glob("classifier-*.onnx"))[0])
+    grid = vae.grid
     lo, hi = grid.wavelength[0] * 1e-10, grid.wavelength[-1] * 1e-10
     rows = sql(db, "SELECT s.ssa_pubdid, s.ssa_specstart, s.ssa_specend, "
                    "m.grid_coverage, m.latent IS NOT NULL, "
-                   "m.ml_class IS NOT NULL, m.redshift, m.anomaly "
+                   "m.ml_class IS NOT NULL, m.redshift, m.anomaly, m.p_g IS NOT NULL "
                    "FROM retrspect.spectra AS s LEFT OUTER JOIN "
                    "retrspect.ml_results AS m ON m.pubdid = s.ssa_pubdid")
     assert len(rows) == 1255
-    embedded = 0
-    for pubdid, start, end, coverage, latent, cls, redshift, anomaly in rows:
+    embedded = unknown = 0
+    for pubdid, start, end, coverage, latent, cls, redshift, anomaly, probs in rows:
         # the spectral range bounds the coverage from above (gaps lower it)
         overlap = max(0.0, np.log(min(end, hi) / max(start, lo)))
         assert coverage <= overlap / np.log(hi / lo) + 0.002, pubdid
         answered = coverage >= MIN_GRID_COVERAGE
-        assert latent == cls == answered, pubdid
+        assert latent == probs == answered, pubdid
+        # a class only where the unknown-class rule (issue 13) places it
+        known = answered and class_is_known(
+            coverage, anomaly, min_class_coverage=classifier.min_class_coverage,
+            anomaly_ceiling=vae.anomaly_ceiling)
+        assert cls == known, pubdid
+        unknown += answered and not known
         assert (anomaly is not None) == answered, pubdid
         for value in (redshift, anomaly):
             assert value is None or np.isfinite(value), pubdid
@@ -58,6 +68,7 @@ def test_every_spectrum_has_ml_results(tap, db, sql):
                if end < lo or start > hi]
     assert len(outside) == 2
     assert embedded >= 1240
+    assert unknown <= 0.1 * embedded
 
 
 def test_tap_values_equal_onnx_run_directly(tap, db, sql):
