@@ -107,6 +107,14 @@ class TrainConfig:
     #: clean observation's than the batch's other spectra's, which is search
     #: by example's promise itself (0: the pull-only squared distance)
     vae_consistency_temperature: float = 0.0
+    #: weight of an identity term against the whole training archive: the
+    #: latent of an augmented training star must be nearer that star's
+    #: spectrum as ingest prepares it than every other training star's
+    #: (InfoNCE over a bank of their latents, refreshed each epoch, as in
+    #: MoCo).  A batch rarely holds a star's near twins; the bank always
+    #: does, and twins are what a user's copy must be told from (0: none)
+    vae_bank_weight: float = 0.0
+    vae_bank_temperature: float = 1.0
     extra: dict = field(default_factory=dict)
 
 
@@ -138,6 +146,9 @@ class Material:
         # emission added.
         self.emission_hosts = [i for i in self.labelled if i.label in ("O", "B", "A", "F", "M", "K")]
         self.pairs = library_pairs(self.stars)
+        #: position of each training star in :attr:`stars` (by object), for
+        #: the identity bank
+        self.star_index = {id(item): n for n, item in enumerate(self.stars)}
 
     # -- observations ------------------------------------------------------
 
@@ -173,7 +184,8 @@ class Material:
 
 def vae_pair(material: Material, rng, shares=(0.8, 0.12, 0.08)):
     """One VAE sample: (input flux, input weight, target flux, target mask,
-    standardised parameters, their mask) - parameters only for stars.
+    standardised parameters, their mask, index of the star in
+    ``material.stars`` or -1) - parameters only for stars.
 
     The target is the same observation without noise, calibration tilt,
     cuts, gaps or cosmic rays (a denoising, inpainting objective), scaled to
@@ -203,8 +215,9 @@ def vae_pair(material: Material, rng, shares=(0.8, 0.12, 0.08)):
         flux, weight = flux * gain, weight / gain ** 2
     params, known = (catalogue.standard_parameters(material.last_item) if kind == "star"
                      else (np.zeros(3, np.float32), np.zeros(3, np.float32)))
+    star = material.star_index[id(material.last_item)] if kind == "star" else -1
     return (flux, weight, target.astype(np.float32), (target_weight > 0).astype(np.float32),
-            params, known)
+            params, known, np.int64(star))
 
 
 def library_pairs(stars, libraries=("MILES", "STELIB")):
@@ -403,6 +416,28 @@ def vae_loss(model, flux, weight, target, mask, cfg, generator=None, params=None
     return loss, l1.detach(), kl.mean().detach()
 
 
+def identity_bank(model, material):
+    """Latent means of every training star as ingest prepares it (no
+    gradient): the negatives, and each star's positive, of the bank term."""
+    pairs = [observation.prepare_observed(i.spectrum) for i in material.stars]
+    flux = torch.from_numpy(np.stack([f for f, _ in pairs]))
+    weight = torch.from_numpy(np.stack([w for _, w in pairs]))
+    with torch.no_grad():
+        return torch.cat([model.encode(flux[s:s + 256], weight[s:s + 256])[0]
+                          for s in range(0, len(flux), 256)])
+
+
+def bank_loss(mean, star, bank, temperature):
+    """Mean InfoNCE of the batch's star samples against the bank: logits
+    ``-squared distance / temperature`` to every training star, the
+    sample's own star the right answer."""
+    sel = star >= 0
+    if not bool(sel.any()):
+        return mean.sum() * 0.0
+    logits = -torch.cdist(mean[sel], bank) ** 2 / temperature
+    return F.cross_entropy(logits, star[sel])
+
+
 def batch_spread(means, floor=0.05):
     """Per-dimension variance of a batch of latent means plus ``floor``
     squared: the denominator that puts a squared latent distance in the
@@ -466,7 +501,9 @@ def train_vae(items, cfg: TrainConfig, *, epochs=None, pool=None, progress=True)
     bar = _progress(range(epochs), "train vae") if progress else range(epochs)
     for epoch in bar:
         start = time.perf_counter()
-        flux, weight, target, mask, params, known = _epoch_tensors(samples, epoch)
+        flux, weight, target, mask, params, known, star = _epoch_tensors(samples, epoch)
+        model.eval()
+        bank = identity_bank(model, material) if cfg.vae_bank_weight else None
         pair_views = _epoch_tensors(pairs, epoch) if pairs is not None else None
         model.train()
         totals = np.zeros(3)
@@ -474,6 +511,10 @@ def train_vae(items, cfg: TrainConfig, *, epochs=None, pool=None, progress=True)
         for index in _batches(len(flux), cfg.batch, generator):
             loss, l1, kl = vae_loss(model, flux[index], weight[index], target[index],
                                     mask[index], cfg, generator, params[index], known[index])
+            if bank is not None:
+                mean, _ = model.encode(flux[index], weight[index])
+                loss = loss + cfg.vae_bank_weight * bank_loss(
+                    mean, star[index], bank, cfg.vae_bank_temperature)
             if pair_views is not None:
                 if cfg.vae_pair_temperature:  # distinct pairs: the others are negatives
                     chosen = torch.randperm(len(pair_views[0]),

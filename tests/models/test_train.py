@@ -247,3 +247,30 @@ def test_contrastive_consistency_is_infonce_of_input_and_clean_latents(small, ti
         nce = 0.5 * (-torch.log_softmax(logits, 1).diagonal()
                      - torch.log_softmax(logits, 0).diagonal())
     assert float(contrastive) == pytest.approx(float(plain) + 5.0 * float(nce.mean()), rel=1e-5)
+
+
+def test_bank_loss_is_infonce_against_every_training_star():
+    """Each star sample's logits run over the whole bank; its own star is
+    the answer; galaxies and quasars (index -1) do not count."""
+    torch.manual_seed(2)
+    bank = torch.randn(7, 4)
+    mean = torch.cat([bank[[3, 5]] + 0.01 * torch.randn(2, 4), torch.randn(1, 4)])
+    star = torch.tensor([3, 5, -1])
+    logits = -((mean[:2, None, :] - bank[None, :, :]) ** 2).sum(-1) / 0.5
+    expected = float(-torch.log_softmax(logits, 1)[[0, 1], [3, 5]].mean())
+    assert float(T.bank_loss(mean, star, bank, 0.5)) == pytest.approx(expected, rel=1e-5)
+    # near its own star the loss is small; pointed at the wrong stars it is large
+    assert float(T.bank_loss(mean, torch.tensor([5, 3, -1]), bank, 0.5)) > 10 * expected
+    assert float(T.bank_loss(mean[2:], star[2:], bank, 0.5)) == 0.0
+
+
+def test_vae_samples_name_their_training_star(small, tiny_config):
+    rng = np.random.default_rng(11)
+    material = T.Material(small, rng, tiny_config)
+    for _ in range(12):
+        sample = T.vae_pair(material, rng)
+        star = int(sample[-1])
+        if material.last_item is None:
+            assert star == -1
+        else:
+            assert material.stars[star] is material.last_item
