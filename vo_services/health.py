@@ -114,10 +114,13 @@ def check_models() -> str:
                           "WHERE latent IS NOT NULL")
     uncovered = _one_value("SELECT count(*) FROM retrspect.ml_results "
                            "WHERE latent IS NULL")
+    unknown = _one_value("SELECT count(*) FROM retrspect.ml_results "
+                         "WHERE ml_class IS NULL AND class_uncertainty IS NOT NULL")
     _, providers = choose_providers()
     return (f"{', '.join(sorted(ids.values()))}; {embedded} spectra embedded, "
             f"{uncovered} cover less than {MIN_GRID_COVERAGE:.0%} of the "
-            f"grid; {providers}")
+            f"grid, {unknown} classed unknown (outside the models' domain); "
+            f"{providers}")
 
 
 def _get(url: str, timeout: float = 30.0) -> bytes:

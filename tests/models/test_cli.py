@@ -97,3 +97,22 @@ def test_catalogue_agreement_measures_the_two_catalogues(items):
     # the catalogues agree closely but not exactly (they are not one table)
     assert 0.001 < got["teff_rel_difference_sigma"] < 0.05
     assert 0.02 < got["logg_dex_difference_sigma"] < 0.5
+
+
+def test_experiment_rule_keeps_the_floors_then_lifts_the_weaker_direction():
+    from retrspect.models.cli import choose_experiment
+
+    def run(self_first, cut3, ms, sm):
+        return {"self_retrieval_val": {"noise_0.02": {"first": self_first}},
+                "cutouts_val": {"coverage_0.8": {"hit@3": cut3}},
+                "cross_library_val": {"MILES->STELIB": {"hit@1": ms, "hit@10": 0.9},
+                                      "STELIB->MILES": {"hit@1": sm, "hit@10": 0.9}}}
+
+    runs = {"best_cross_but_forgets": run(0.90, 0.9, 0.9, 0.9),
+            "no_cutouts": run(0.97, 0.5, 0.8, 0.8),
+            "lopsided": run(0.96, 0.85, 0.9, 0.2),
+            "balanced": run(0.95, 0.80, 0.5, 0.4)}
+    assert choose_experiment(runs) == "balanced"
+    del runs["balanced"]
+    assert choose_experiment(runs) == "lopsided"
+    assert choose_experiment({"x": run(0.5, 0.9, 1, 1)}) is None
