@@ -288,8 +288,11 @@ EXPERIMENT_RULE = ("among runs whose validation self-retrieval (2% noise) is at 
                    "`self_floor` and whose validation cutouts at 80% coverage find the "
                    "original in the first 3 for at least `cutout_floor`: the highest "
                    "validation cross-library hit@1 of the weaker direction, then of the "
-                   "stronger, then hit@10 likewise")
-EXPERIMENT_FLOORS = {"self_floor": 0.95, "cutout_floor": 0.8}
+                   "stronger, then hit@10 likewise.  If no run passes both floors (the "
+                   "identity floor and instrument invariance conflict), the highest "
+                   "validation self-retrieval among runs that pass the cutout floor and "
+                   "reach validation cross-library hit@10 >= `hit10_floor` both ways")
+EXPERIMENT_FLOORS = {"self_floor": 0.95, "cutout_floor": 0.8, "hit10_floor": 0.9}
 
 
 def experiment_figures(model, items):
@@ -319,10 +322,16 @@ def choose_experiment(runs, floors=EXPERIMENT_FLOORS):
         ten = sorted(cross[d]["hit@10"] for d in ("MILES->STELIB", "STELIB->MILES"))
         return (one, ten)
 
-    eligible = [(name, row) for name, row in runs.items()
-                if self_retrieval(row) >= floors["self_floor"]
-                and row["cutouts_val"]["coverage_0.8"]["hit@3"] >= floors["cutout_floor"]]
-    return max(eligible, key=key)[0] if eligible else None
+    cutouts = {name: row for name, row in runs.items()
+               if row["cutouts_val"]["coverage_0.8"]["hit@3"] >= floors["cutout_floor"]}
+    eligible = [(name, row) for name, row in cutouts.items()
+                if self_retrieval(row) >= floors["self_floor"]]
+    if eligible:
+        return max(eligible, key=key)[0]
+    aligned = [(name, row) for name, row in cutouts.items()
+               if min(row["cross_library_val"][d]["hit@10"]
+                      for d in ("MILES->STELIB", "STELIB->MILES")) >= floors["hit10_floor"]]
+    return max(aligned, key=lambda item: self_retrieval(item[1]))[0] if aligned else None
 
 
 def vae_experiments(items, cfg, runs, out):

@@ -115,4 +115,8 @@ def test_experiment_rule_keeps_the_floors_then_lifts_the_weaker_direction():
     assert choose_experiment(runs) == "balanced"
     del runs["balanced"]
     assert choose_experiment(runs) == "lopsided"
-    assert choose_experiment({"x": run(0.5, 0.9, 1, 1)}) is None
+    # nothing keeps identity: the aligned run that forgets least
+    aligned = {"a": run(0.86, 0.9, 0.7, 0.3), "b": run(0.88, 0.9, 0.5, 0.3),
+               "no_cutouts": run(0.93, 0.5, 0.7, 0.3)}
+    assert choose_experiment(aligned) == "b"
+    assert choose_experiment({"x": run(0.5, 0.5, 1, 1)}) is None

@@ -217,6 +217,23 @@ def test_a_soda_cutout_is_the_spectrum_in_its_band(base_url, rows):
     assert list(result["rank"]) == [1, 2, 3, 4, 5]
 
 
+def test_soda_cutouts_of_80_percent_of_the_grid_find_their_spectrum(base_url, db, rows, sql):
+    """Issue 11: a SODA cutout covering 80% of the 3600-7400 A grid (4150-7450
+    A), one spectrum of every collection, uploaded unchanged: the original is
+    among the first 3."""
+    from retrspect.ingest.preprocess import MODEL_GRID
+    lo, hi = 4150.0, 7450.0
+    grid = MODEL_GRID.wavelength
+    assert np.log(min(hi, grid[-1]) / lo) / np.log(grid[-1] / grid[0]) >= 0.8
+    missed = []
+    for row in _one_per_collection(sql, db, rows):
+        result = _upload(base_url, f"{row['obs_id']}.cutout.vot",
+                         _product(base_url, row, band=(lo * 1e-10, hi * 1e-10)))
+        if row["obs_id"] not in list(result["obs_id"][:3]):
+            missed.append((row["obs_id"], list(result["obs_id"])))
+    assert missed == []
+
+
 def test_a_cutout_below_half_the_grid_is_refused(base_url, rows):
     import pyvo
     row = next(r for r in rows if r["obs_id"] == "miles_m0028")
