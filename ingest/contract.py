@@ -22,10 +22,10 @@ verified on every load) with these ``metadata_props``:
 ``retrspect.metric``        VAE only: the distance the latent is for
                             (a key of :data:`METRICS`)
 ``retrspect.labels``        classifier only: JSON list of class names
-``retrspect.anomaly_ceiling``  VAE, optional: the highest ``anomaly`` of
-                            the validation split's real spectra; a
-                            spectrum beyond it is outside the models'
-                            domain (:func:`class_is_known`)
+``retrspect.anomaly_ceiling``  VAE, optional: the 99th percentile of the
+                            ``anomaly`` of the validation split's real
+                            spectra; a spectrum beyond it is outside the
+                            models' domain (:func:`class_is_known`)
 ``retrspect.min_class_coverage``  classifier, optional: the least grid
                             coverage at which its class is published
                             (chosen on validation stars)
@@ -219,7 +219,7 @@ def class_is_known(coverage: float, anomaly: float | None, *,
 
     It cannot be placed when it covers less of the classifier's grid than
     the classifier's ``min_class_coverage``, or when the VAE reconstructs it
-    worse (``anomaly``) than any real spectrum of the validation split
+    worse (``anomaly``) than 99% of the validation split's real spectra
     (``anomaly_ceiling``; a NaN anomaly counts as beyond).  Such a spectrum
     keeps its class probabilities, but its class is NULL: unknown.  A
     model without the metadata entry does not apply that half of the rule.

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from retrspect.models import evaluate as E
+
 #: Issue 13's targets.
 CROSS_TARGETS = {"hit@1": 0.5, "hit@10": 0.9}
 FLUX_GAIN_TARGET = 0.20
@@ -136,6 +138,7 @@ def domain(card, m, analysis):
         "coverage_rows": "\n" + "\n".join(coverage_rows),
         "anomaly_ceiling": "n/a" if ceiling is None or math.isnan(ceiling) else f"{ceiling:.3g}",
         "test_anomaly_max": f"{figures['test_star_anomaly_max']:.3g}",
+        "anomaly_percentile": f"{E.ANOMALY_PERCENTILE:g}th",
         "domain_rows": "\n" + "\n".join(real_rows + synthetic_rows)}) + "\n"
 
 

@@ -166,7 +166,7 @@
       description="Most probable class: an MK class O..M,
         emission_line_star, galaxy or qso.  NULL (unknown) when the models
         cannot place the spectrum: it covers too little of the classifier's
-        grid, or its anomaly is beyond any validation spectrum's; the p_*
+        grid, or its anomaly is beyond 99% of the validation spectra's; the p_*
         columns are still given then."/>
     <column name="class_probability" type="real"
       ucd="stat.probability" tablehead="P(class)" verbLevel="10"
