@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from retrspect.models import evaluate as E
+from retrspect.models.train import VAE_CUTOUT_RANGE
 
 #: Issue 13's targets.
 CROSS_TARGETS = {"hit@1": 0.5, "hit@10": 0.9}
@@ -51,7 +52,7 @@ def cross_library(card, m):
         "n_val_pairs": str(val[DIRECTIONS[0]]["n"]) if val else "n/a"}) + "\n"
 
 
-def against_flux(card, m, curve=None):
+def against_flux(card, m, curve=None, context=None):
     """The latent's kNN errors against the raw prepared flux's, per parameter."""
     knn, base = m.get("knn_k5_l2"), m.get("baseline_flux_knn")
     if not knn or not base:
@@ -65,7 +66,7 @@ def against_flux(card, m, curve=None):
         rows.append(f"| {name} | {scale * knn[key]:.{digits}f}{unit} | "
                     f"{scale * base[key]:.{digits}f}{unit} | {100 * gain:+.0f}% | "
                     f"{_verdict(gain >= FLUX_GAIN_TARGET)} |")
-    context = {"flux_rows": "\n" + "\n".join(rows),
+    context = {**(context or {}), "flux_rows": "\n" + "\n".join(rows),
                "flux_gain_target": f"{100 * FLUX_GAIN_TARGET:.0f}", "curve_text": ""}
     if curve:
         agree = curve["catalogue_agreement"]
@@ -87,9 +88,18 @@ def cutouts(card, m):
     block = m.get("cutouts")
     if not block:
         return ""
+    first_k = _first_k(block)
     rows = [f"| {100 * float(k.split('_')[1]):.0f}% | {v['n']} | {_hit(v, 'hit@1')} | "
-            f"{_hit(v, 'hit@3')} |" for k, v in block.items()]
-    return "\n" + card.fragment("cutouts", {"cutout_rows": "\n" + "\n".join(rows)}) + "\n"
+            f"{_hit(v, f'hit@{first_k}')} |" for k, v in block.items()]
+    return "\n" + card.fragment("cutouts", {"cutout_rows": "\n" + "\n".join(rows),
+                                            "first_k": str(first_k)}) + "\n"
+
+
+def _first_k(block):
+    """The k > 1 of a cutout block's hit@k (the SODA criterion: 3)."""
+    first = next(iter(block.values()))
+    return max(int(key[len("hit@"):]) for key in first
+               if key.startswith("hit@") and not key.endswith("_se"))
 
 
 def calibration(card, m):
@@ -103,7 +113,7 @@ def calibration(card, m):
     cleaned = m.get("test_star_accuracy_label_consistent", float("nan"))
     return "\n" + card.fragment("calibration", {
         "ece": f"{ece:.3f}", "ece_low": f"{interval[0]:.3f}", "ece_high": f"{interval[1]:.3f}",
-        "ece_target": f"{ECE_TARGET:g}", "ece_verdict": _verdict(ece <= ECE_TARGET),
+        "ece_target": f"{ECE_TARGET:g}", "ece_level": f"{E.ECE_LEVEL:g}", "ece_verdict": _verdict(ece <= ECE_TARGET),
         "removed": ", ".join(f"{k} {v}" for k, v in removed.items()) or "none",
         "n_removed": str(sum(removed.values())),
         "removed_pct": f"{100 * fraction:.1f}", "max_removed_pct": f"{100 * MAX_REMOVED:g}",
@@ -142,14 +152,60 @@ def domain(card, m, analysis):
         "domain_rows": "\n" + "\n".join(real_rows + synthetic_rows)}) + "\n"
 
 
-def galaxy_scan(card, m):
+def galaxy_scan(card, m, grid, context):
     """Synthetic galaxies across the scanned redshift range."""
+    from retrspect.models import synthetic
     scan = m.get("synthetic_galaxies")
     if not scan:
         return ""
+    # where the population models' blue end leaves half the grid uncovered
+    blue = min(t.wave[t.good][0] for t in synthetic.ssp_library()
+               if not t.name.startswith("bpass"))
+    lo, hi = grid.wavelength[0], grid.wavelength[-1]
+    z_half = hi / (blue * math.sqrt(hi / lo)) - 1
     rows = [f"| {b['z_lo']:.1f}-{b['z_hi']:.1f} | {b['n']} | {b['right']} | "
             f"{b['right_with_lines']}/{b['with_lines']} | {b['covered']} | "
             f"{b['right_of_covered']} |" for b in scan["bins"]]
     return "\n" + card.fragment("galaxy_scan", {
+        **context, "ssp_blue": f"{round(blue, -2):.0f}", "z_half_coverage": f"{z_half:.1f}",
         "scan_rows": "\n" + "\n".join(rows), "scan_snr": f"{scan['snr']:g}",
         "scan_tolerance": f"{scan['tolerance_dz_over_1pz']:g}"}) + "\n"
+
+
+def experiments(card, record, m, config):
+    """How the configuration was chosen: the rule and the validation figures
+    of every run of ``models/benchmarks/issue13_experiments.json``."""
+    if not record or not record.get("chosen"):
+        return ""
+    rows = []
+    for name, run in sorted(record["runs"].items()):
+        own = run.get("self_retrieval_val")
+        retrieval = (f"{own['noise_0.02']['first']:.3f}" if own else
+                     f"({run['self_retrieval_val_test']['noise_0.02']['first']:.3f})")
+        cross = run["cross_library_val"]
+        cut = run["cutouts_val"]["coverage_0.8"]
+        mark = " **(shipped)**" if name == record["chosen"] else ""
+        rows.append(f"| {name}{mark} | {retrieval} | {cut['hit@1']:.2f} / {cut['hit@3']:.2f} | "
+                    + " | ".join(f"{cross[d]['hit@1']:.2f} / {cross[d]['hit@10']:.2f}"
+                                 for d in DIRECTIONS)
+                    + f" | {run['val_knn']['logg_mae']:.3f} |")
+    floors = record["floors"]
+    retrieval = m.get("self_retrieval") or {}
+    noise, figures = next(iter(retrieval.items()), ("noise_n/a", {}))
+    top = next((k for k in figures if k.startswith("top")), "topn/a")
+    cut_key = next(iter(record["runs"][record["chosen"]]["cutouts_val"]), "coverage_n/a")
+    low, high = VAE_CUTOUT_RANGE
+    number = lambda x, spec: "n/a" if x is None else format(x, spec)  # noqa: E731
+    return "\n" + card.fragment("experiments", {
+        "cutout_share": f"{100 * config.vae_cutout_share:.0f}",
+        "cutout_range": f"{100 * low:.0f}-{100 * high:.0f}",
+        "miss_dteff": number(figures.get("misses_median_abs_dteff_k"), ".0f"),
+        "miss_dlogg": number(figures.get("misses_median_abs_dlogg"), ".2f"),
+        "top_rank": top[len("top"):], "top_share": number(100 * figures[top], ".1f")
+        if top in figures else "n/a",
+        "first_noise": f"{100 * float(noise.split('_')[1]):g}%" if "n/a" not in noise else "n/a",
+        "cut_fraction": f"{100 * float(cut_key.split('_')[1]):.0f}%",
+        "first_k": str(_first_k(record["runs"][record["chosen"]]["cutouts_val"])),
+        "experiment_rule": record["rule"], "self_floor": f"{floors['self_floor']:g}",
+        "cutout_floor": f"{floors['cutout_floor']:g}", "hit10_floor": f"{floors['hit10_floor']:g}",
+        "chosen": record["chosen"], "experiment_rows": "\n" + "\n".join(rows)}) + "\n"

@@ -324,6 +324,16 @@ def _shipped_sweep_row(sweep, knn):
     return None
 
 
+def _shipped_experiment_val(record, knn):
+    """Validation kNN of the experiment run that is the shipped model (its
+    test kNN figures are the model's own: training is deterministic)."""
+    keys = ("teff_median_rel_error", "logg_mae", "feh_mae")
+    for run in (record or {}).get("runs", {}).values():
+        if all(math.isclose(run["test_knn"][k], knn[k], rel_tol=1e-9) for k in keys):
+            return run["val_knn"]
+    return None
+
+
 def _sweep_section(card, sweep, context):
     """The section on how the supervision weight was chosen ("" without a sweep)."""
     if not sweep:
@@ -397,7 +407,8 @@ def vae_card(path, meta, checkpoint, analysis, bench, equality, records=None):
         supervise = shipped_row["weight"]
     else:
         supervise = _setting(None, "vae_supervise")
-    validation = m.get("knn_k5_l2_validation") or (shipped_row or {}).get("val", {})
+    validation = (m.get("knn_k5_l2_validation") or (shipped_row or {}).get("val")
+                  or _shipped_experiment_val(analysis.get("vae_experiments"), knn) or {})
     cosine = m["knn_k5_cosine"]
     t_ok = knn["teff_median_rel_error"] <= TARGETS["teff"]
     g_ok = knn["logg_mae"] <= TARGETS["logg"]
@@ -473,8 +484,12 @@ def vae_card(path, meta, checkpoint, analysis, bench, equality, records=None):
     c["misses"] = "\n".join(misses or [card.fragment("all_met", c)])
     c["self_retrieval"] = _self_retrieval(card, m.get("self_retrieval"), c)
     c["cross_library_section"] = S.cross_library(card, m)
-    c["flux_section"] = S.against_flux(card, m, analysis.get("vae_learning_curve"))
+    c["flux_section"] = S.against_flux(card, m, analysis.get("vae_learning_curve"),
+                                       {"knn_k": c["knn_k"], "npix": c["npix"]})
     c["cutouts_section"] = S.cutouts(card, m)
+    c["experiments_section"] = S.experiments(
+        card, analysis.get("vae_experiments"), m,
+        SimpleNamespace(vae_cutout_share=_setting(cfg, "vae_cutout_share")))
     c["sweep_section"] = _sweep_section(card, sweep, c)
     return card.render(c)
 
@@ -733,7 +748,7 @@ def velocity_card(path, meta, checkpoint, analysis, bench, equality, records=Non
                 **c, "obs_id": s["obs_id"], "dz_over_one_plus_z": f"{s['dz_over_1pz']:+.2e}",
                 "snr_per_pixel": str(s["snr_per_pixel"])}))
     c["misses"] = "\n".join(why or [card.fragment("all_met", c)])
-    c["galaxy_scan_section"] = S.galaxy_scan(card, m)
+    c["galaxy_scan_section"] = S.galaxy_scan(card, m, meta["grid"], c)
     return card.render(c)
 
 

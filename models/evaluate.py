@@ -399,8 +399,8 @@ def classifier_metrics(model, items, split="test"):
         "n_test_stars": int(n),
         "per_class_recall": per_class,
         "expected_calibration_error": float(ece),
-        "expected_calibration_error_95": [float(np.percentile(boots, 2.5)),
-                                          float(np.percentile(boots, 97.5))],
+        "expected_calibration_error_95": [float(np.percentile(boots, (100 - ECE_LEVEL) / 2)),
+                                          float(np.percentile(boots, (100 + ECE_LEVEL) / 2))],
         "reliability": reliability,
         "label_rule_removed_per_class": dict(sorted(removed.items())),
         "label_rule_removed_fraction": float(1 - consistent.mean()),
@@ -419,6 +419,10 @@ def classifier_metrics(model, items, split="test"):
 
 
 subclass = catalogue.subclass
+
+
+#: Confidence level (%) of the ECE's bootstrap interval.
+ECE_LEVEL = 95
 
 
 def calibration(confidence, correct, bins=10):

@@ -143,9 +143,10 @@ def analyse(models_dir, workdir, *, threads=2, benchmark=True, log=print):
         analysis["vae_supervise_sweep"] = json.loads(sweep.read_text())
         plots["supervision_sweep"] = A.plot_supervision_sweep(
             analysis["vae_supervise_sweep"], plots_dir / "supervision_sweep.png")
-    curve = bench_dir / "vae_learning_curve.json"
-    if curve.exists():
-        analysis["vae_learning_curve"] = json.loads(curve.read_text())
+    for key, name in (("vae_learning_curve", "vae_learning_curve.json"),
+                      ("vae_experiments", "issue13_experiments.json")):
+        if (bench_dir / name).exists():
+            analysis[key] = json.loads((bench_dir / name).read_text())
     plots_dir.mkdir(parents=True, exist_ok=True)
     (plots_dir / "latent_analysis.json").write_text(json.dumps(analysis, indent=1) + "\n")
 

@@ -29,6 +29,10 @@ from retrspect.models.nets import SpectrumClassifier, SpectrumVAE
 QSO_NORMALISED = 0.25
 
 
+#: Coverage range (fraction of the grid) of the VAE's cutout inputs.
+VAE_CUTOUT_RANGE = (0.6, 1.0)
+
+
 @dataclass
 class TrainConfig:
     """Sizes and schedules (defaults fit the 30-minute, 2-core budget)."""
@@ -204,7 +208,7 @@ def vae_pair(material: Material, rng, shares=(0.8, 0.12, 0.08)):
     obs = observation.random_observation(rng, z=z, strength=strength, native_r=native_r,
                                snr_range=(cfg.vae_min_snr, 300.0))
     if cfg.vae_cutout_share and rng.random() < cfg.vae_cutout_share:
-        obs.cut = observation.cutout_window(rng, MODEL_GRID, (0.6, 1.0))
+        obs.cut = observation.cutout_window(rng, MODEL_GRID, VAE_CUTOUT_RANGE)
     flux, weight = material.observed(source, obs, native_r)
     clean = observation.Observation(z=obs.z, resolving_power=obs.resolving_power,
                           medium=obs.medium, resample=obs.resample)

@@ -117,20 +117,24 @@ def test_shipped_models_give_no_class_outside_their_domain(items):
     stars = figures["test_star"]
     assert stars["class_known"] >= 0.9 * stars["n"]
     assert stars["unknown_anomaly"] <= 0.03 * stars["n"]
-    for kind in synthetic.OUT_OF_DOMAIN_KINDS:
-        assert figures[f"synthetic_{kind}"]["unknown"] >= 9, kind
+    # the card's figures: fringes pass for line patterns half the time,
+    # the others nearly never
+    unknown = [figures[f"synthetic_{kind}"]["unknown"] for kind in synthetic.OUT_OF_DOMAIN_KINDS]
+    assert sum(unknown) >= 0.75 * 10 * len(unknown)
+    assert min(unknown) >= 3, dict(zip(synthetic.OUT_OF_DOMAIN_KINDS, unknown))
 
 
 def test_shipped_velocity_scans_galaxies_to_z_1(session_of):
-    """Synthetic galaxies up to z = 0.8 are placed; between 0.8 and 1 those
-    with nebular lines mostly are ([O II] 3727 stays on the grid to 0.98)."""
+    """Synthetic galaxies up to z = 0.8 are placed; between 0.8 and 1, where
+    only the rest-frame 3200-4000 A of the templates is left on the grid,
+    a fair share still is (none could be before the scan reached z = 1)."""
     _, scanner = _shipped_torch_like("velocity")
-    scan = E.galaxy_redshift_scan(scanner, np.random.default_rng(5), per_bin=12)
+    scan = E.galaxy_redshift_scan(scanner, np.random.default_rng(5))
     bins = scan["bins"]
     assert bins[-1]["z_hi"] == 1.0
     for b in bins[:-1]:
         assert b["right"] >= 0.8 * b["n"], b
-    assert bins[-1]["right_with_lines"] >= 0.6 * bins[-1]["with_lines"]
+    assert bins[-1]["right"] >= 0.25 * bins[-1]["n"], bins[-1]
 
 
 def test_shipped_classifier_calibration_is_measured_with_an_interval(items):
