@@ -308,7 +308,7 @@ def plot_reliability(bins, path, title=""):
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("confidence (probability of the predicted class)", fontsize=8)
     ax.set_ylabel("accuracy", fontsize=8)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="lower right")
     ax.set_title(title, fontsize=9)
     return save(fig, path)
 
