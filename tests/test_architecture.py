@@ -40,7 +40,7 @@ def _imports(name: str, path: Path, modules) -> set[str]:
     """Every module this module imports, at any depth of its code."""
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -149,7 +149,7 @@ def test_no_source_file_is_over_900_lines():
     root = Path(__file__).resolve().parents[1]
     long = {str(p.relative_to(root)): n for p in sorted(root.rglob("*.py"))
             if "build" not in p.parts
-            and (n := len(p.read_text().splitlines())) > MAX_LINES}
+            and (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
 
 
