@@ -287,6 +287,63 @@
     </make>
   </data>
 
+  <table id="spaces" onDisk="True" adql="True">
+    <meta name="description">The latent spaces of this archive: where each
+      space's vectors are (table and column), the wavelength grid its model
+      reads, the distance its vectors are for, their dimension, the model
+      version, and how many spectra have a vector in it.  Re-made after
+      every import.</meta>
+    <column name="space_name" type="text" ucd="meta.id;meta.main" required="True"
+      description="Name of the space (pass it to search by example)."/>
+    <column name="description" type="text" ucd="meta.note"
+      description="What the space's model is and what it learned from."/>
+    <column name="model" type="text" ucd="meta.code"
+      description="Model that makes the vectors (name-version-content hash)."/>
+    <column name="version" type="text" ucd="meta.version"
+      description="Model version."/>
+    <column name="vector_table" type="text" ucd="meta.id"
+      description="Table holding the space's vectors."/>
+    <column name="vector_column" type="text" ucd="meta.id"
+      description="Column of vector_table holding them."/>
+    <column name="metric" type="text" ucd="meta.code"
+      description="Distance the vectors are trained for (l2 or cosine)."/>
+    <column name="dimension" type="integer" ucd="meta.number" required="True"
+      description="Length of each vector."/>
+    <column name="wave_min" type="double precision" unit="Angstrom"
+      ucd="em.wl;stat.min" description="Blue end of the model grid (vacuum)."/>
+    <column name="wave_max" type="double precision" unit="Angstrom"
+      ucd="em.wl;stat.max" description="Red end of the model grid (vacuum)."/>
+    <column name="npix" type="integer" ucd="meta.number" required="True"
+      description="Pixels of the model grid (log-lambda)."/>
+    <column name="resolving_power" type="real" ucd="spect.resolution"
+      description="Resolving power spectra are blurred to when sharper."/>
+    <column name="medium" type="text" ucd="meta.code"
+      description="Wavelength medium of the grid."/>
+    <column name="frame" type="text" ucd="meta.code"
+      description="observed, or rest (shifted by the measured redshift)."/>
+    <column name="min_coverage" type="real" ucd="stat.value"
+      description="Least fraction of the grid a spectrum must cover to get
+        a vector."/>
+    <column name="n_vectors" type="bigint" ucd="meta.number" required="True"
+      description="Spectra with a vector in this space."/>
+    <column name="n_not_covered" type="bigint" ucd="meta.number" required="True"
+      description="Spectra that cover too little of the grid for one."/>
+  </table>
+
+  <data id="make_spaces" auto="False">
+    <!-- run by `retrspect import` after the import and re-embedding -->
+    <sources><item>installed models</item></sources>
+    <embeddedGrammar>
+      <iterator>
+        <code>
+          from retrspect.vo_services import spaces
+          yield from spaces.space_rows(self.grammar.rd)
+        </code>
+      </iterator>
+    </embeddedGrammar>
+    <make table="spaces"/>
+  </data>
+
   <table id="spectra" onDisk="True" adql="True">
     <meta name="description">Spectra in this archive, with SSAP metadata and
       the labels their libraries publish.  Pull the spectra through the

@@ -48,6 +48,7 @@ def import_new() -> None:
     model versions must (atomically)."""
     server.dachs("imp", "-c", RD_ID)
     server.dachs("imp", RD_ID, "reembed")
+    server.dachs("imp", RD_ID, "make_spaces")  # the counts follow the data
     # the import re-makes the view when it adds rows; make it if it is missing
     if not table_exists("retrspect.spectra"):
         server.dachs("imp", RD_ID, "make_view")
