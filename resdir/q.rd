@@ -287,12 +287,10 @@
     </make>
   </data>
 
-  <table id="spaces" onDisk="True" adql="True">
-    <meta name="description">The latent spaces of this archive: where each
-      space's vectors are (table and column), the wavelength grid its model
-      reads, the distance its vectors are for, their dimension, the model
-      version, and how many spectra have a vector in it.  Re-made after
-      every import.</meta>
+  <table id="space_models" onDisk="True">
+    <!-- what each latent space's model says of itself, written by
+      `retrspect import` from the installed models; the TAP view spaces
+      adds the live counts -->
     <column name="space_name" type="text" ucd="meta.id;meta.main" required="True"
       description="Name of the space (pass it to search by example)."/>
     <column name="description" type="text" ucd="meta.note"
@@ -324,14 +322,28 @@
     <column name="min_coverage" type="real" ucd="stat.value"
       description="Least fraction of the grid a spectrum must cover to get
         a vector."/>
+  </table>
+
+  <table id="spaces" onDisk="True" adql="True" original="space_models">
+    <meta name="description">The latent spaces of this archive: where each
+      space's vectors are (table and column), the wavelength grid its model
+      reads, the distance its vectors are for, their dimension, the model
+      version, and how many spectra have a vector in it now.</meta>
     <column name="n_vectors" type="bigint" ucd="meta.number" required="True"
       description="Spectra with a vector in this space."/>
     <column name="n_not_covered" type="bigint" ucd="meta.number" required="True"
       description="Spectra that cover too little of the grid for one."/>
+    <viewStatement>
+      CREATE VIEW \qName AS (SELECT m.*,
+        (SELECT count(latent) FROM \schema.ml_results) AS n_vectors,
+        (SELECT count(*) - count(latent) FROM \schema.ml_results) AS n_not_covered
+        FROM \schema.space_models AS m)
+    </viewStatement>
   </table>
 
   <data id="make_spaces" auto="False">
     <!-- run by `retrspect import` after the import and re-embedding -->
+    <recreateAfter>make_spaces_view</recreateAfter>
     <sources><item>installed models</item></sources>
     <embeddedGrammar>
       <iterator>
@@ -341,6 +353,10 @@
         </code>
       </iterator>
     </embeddedGrammar>
+    <make table="space_models"/>
+  </data>
+
+  <data id="make_spaces_view" auto="False">
     <make table="spaces"/>
   </data>
 

@@ -4,13 +4,13 @@ search in it (its vectors' table and column, grid, metric, dimension,
 model version, and how many spectra it holds).
 
 Today there is one space, ``generic``: the VAE's latent in
-``ml_results.latent``.  The table is re-made after every import and
-re-embedding (``retrspect import``), so its counts follow the data.
+``ml_results.latent``.  ``retrspect import`` writes what the models say of
+themselves into ``space_models``; the TAP view ``spaces`` adds the counts,
+so they follow the data whoever changes it.
 """
 from __future__ import annotations
 
 from retrspect.ingest.preprocess import MIN_GRID_COVERAGE
-from retrspect.vo_services.grammars import table_exists
 from retrspect.vo_services.similarity import latent_column, table_models
 
 #: The space of the shipped VAE.
@@ -18,17 +18,12 @@ GENERIC = "generic"
 
 
 def space_rows(rd) -> list[dict]:
-    """One row per published space (none when no VAE is installed)."""
-    from gavo import base
+    """One row per published space (none when no VAE is installed); the
+    view ``spaces`` adds the counts, live."""
     column = latent_column(rd)
     vae = table_models(rd).models.get("vae")
     if vae is None:
         return []
-    embedded = not_covered = 0
-    if table_exists(column.table):
-        with base.getTableConn() as conn:
-            embedded, not_covered = list(conn.query(
-                f"SELECT count(latent), count(*) - count(latent) FROM {column.table}"))[0]
     grid = vae.grid
     return [{
         "space_name": GENERIC,
@@ -41,5 +36,4 @@ def space_rows(rd) -> list[dict]:
         "wave_max": round(float(grid.wavelength[-1]), 3),
         "npix": grid.npix, "resolving_power": float(grid.resolving_power),
         "medium": "vacuum", "frame": "observed", "min_coverage": MIN_GRID_COVERAGE,
-        "n_vectors": int(embedded), "n_not_covered": int(not_covered),
     }]
