@@ -314,24 +314,25 @@ def _bench_line(card, name, bench):
 # VAE
 # --------------------------------------------------------------------------
 
-def _shipped_sweep_row(sweep, knn):
-    """The sweep's run of the shipped VAE: the row whose test kNN figures are
-    the model's own (training is deterministic), None if there is none."""
+def _shipped_run(runs, test_key, knn):
+    """Of recorded training runs, the one that is the shipped VAE: whose
+    test kNN figures (``run[test_key]``) are the model's own (training is
+    deterministic); None if there is none."""
     keys = ("teff_median_rel_error", "logg_mae", "feh_mae")
-    for row in (sweep or {}).get("rows", []):
-        if all(math.isclose(row["test"][k], knn[k], rel_tol=1e-9) for k in keys):
-            return row
-    return None
+    return next((run for run in runs
+                 if all(math.isclose(run[test_key][k], knn[k], rel_tol=1e-9) for k in keys)),
+                None)
+
+
+def _shipped_sweep_row(sweep, knn):
+    """The supervision sweep's row of the shipped VAE, or None."""
+    return _shipped_run((sweep or {}).get("rows", []), "test", knn)
 
 
 def _shipped_experiment_val(record, knn):
-    """Validation kNN of the experiment run that is the shipped model (its
-    test kNN figures are the model's own: training is deterministic)."""
-    keys = ("teff_median_rel_error", "logg_mae", "feh_mae")
-    for run in (record or {}).get("runs", {}).values():
-        if all(math.isclose(run["test_knn"][k], knn[k], rel_tol=1e-9) for k in keys):
-            return run["val_knn"]
-    return None
+    """Validation kNN of the issue-13 experiment run that is the shipped VAE."""
+    run = _shipped_run((record or {}).get("runs", {}).values(), "test_knn", knn)
+    return run["val_knn"] if run else None
 
 
 def _sweep_section(card, sweep, context):

@@ -380,11 +380,9 @@ def catalogue_agreement(items):
     STELIB catalogue values of the stars in both libraries: a lower bound
     on the labels' own errors (the catalogues share literature sources)."""
     import numpy as np
-    by_star = {}
-    for i in items:
-        if i.kind == "star":
-            by_star.setdefault(i.star_id, {})[i.collection] = i
-    pairs = [(g["MILES"], g["STELIB"]) for g in by_star.values() if {"MILES", "STELIB"} <= set(g)]
+
+    from retrspect.models.train import library_pairs
+    pairs = library_pairs([i for i in items if i.kind == "star"])
     out = {"n_stars": len(pairs)}
     for key, f in (("teff_rel", lambda i: i.teff and math.log(i.teff)),
                    ("logg_dex", lambda i: i.logg), ("feh_dex", lambda i: i.feh)):

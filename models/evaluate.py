@@ -578,11 +578,11 @@ def domain_metrics(vae, classifier, items, *, ceiling, min_coverage, n_synthetic
     out = {"anomaly_ceiling": ceiling, "min_class_coverage": min_coverage}
     test = [i for i in items if i.split == "test"]
     keep, predicted, coverage, anomaly = known([i.spectrum for i in test])
+    right = predicted == np.array([catalogue.CLASS_INDEX.get(i.label, -1) for i in test])
+    has_label = np.array([bool(i.label) for i in test])
     for kind in ("star", "galaxy", "qso"):
         sel = np.array([i.kind == kind for i in test])
-        labelled = sel & np.array([bool(i.label) for i in test])
-        truth = np.array([catalogue.CLASS_INDEX.get(i.label, -1) for i in test])
-        right = predicted == truth
+        labelled = sel & has_label
         out[f"test_{kind}"] = {
             "n": int(sel.sum()), "class_known": int((keep & sel).sum()),
             "unknown_low_coverage": int((sel & (coverage < (min_coverage or 0))).sum()),
