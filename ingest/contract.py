@@ -34,16 +34,23 @@ verified on every load) with these ``metadata_props``:
 Inputs of every model: ``flux`` and ``weight``, float32 ``[batch, npix]``
 as :func:`retrspect.ingest.preprocess.prepare` returns them (dynamic batch
 axis).  Outputs: :data:`OUTPUTS` of its kind.
+
+A fourth kind, ``space``, is the plug-in point (``models/CONTRACT.md`` is
+the document for model makers): an encoder of a latent space of its own,
+whose ``retrspect.outputs`` maps each output to a role (:data:`ROLES`) and
+so to columns of the space's table.  It also names its ``space``, ``frame``
+and ``medium``, and may set ``min_coverage``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from retrspect.ingest.errors import ModelError
-from retrspect.ingest.preprocess import Grid
+from retrspect.ingest.preprocess import MIN_GRID_COVERAGE, Grid
 
 #: metadata key prefix
 PREFIX = "retrspect."
@@ -77,6 +84,55 @@ METRICS = {"l2": "<->", "cosine": "<=>"}
 #: metadata entries holding JSON
 JSON_ENTRIES = ("metrics", "labels", "outputs")
 
+#: the plug-in kind: an encoder of a latent space of its own
+SPACE_KIND = "space"
+#: the space the shipped VAE makes (its vectors are ml_results.latent)
+GENERIC_SPACE = "generic"
+#: what an output of a ``space`` model can be, and so which columns it fills
+ROLES = {
+    "latent": "[batch, dim] the space's vector (column latent, vector(dim)); "
+              "exactly one; needs metric",
+    "probabilities": "[batch, n] class probabilities (columns p_<label>); "
+                     "needs labels, n of them",
+    "scalar": "[batch] one number per spectrum (a column named like the "
+              "output); needs unit and ucd",
+}
+#: frames a space can read spectra in: as observed, or shifted to rest by
+#: the redshift the velocity model measures
+FRAMES = ("observed", "rest")
+#: wavelength media a grid can be in (retrspect's grids are vacuum)
+MEDIA = ("vacuum",)
+#: how a space, label or output name must look (it becomes SQL identifiers)
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,29}")
+#: names a space cannot take: the generic space and the built-in kinds
+RESERVED_SPACES = frozenset({GENERIC_SPACE, SPACE_KIND, *OUTPUTS})
+#: columns every space table has, which outputs cannot be named
+SPACE_COLUMNS = ("pubdid", "obs_id", "latent", "grid_coverage", "model")
+#: least grid coverage for answers unless the model says otherwise
+DEFAULT_MIN_COVERAGE = MIN_GRID_COVERAGE
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One output of a ``space`` model and the column(s) it fills."""
+
+    name: str
+    role: str
+    metric: str | None = None
+    labels: tuple[str, ...] = ()
+    unit: str = ""
+    ucd: str = ""
+    description: str = ""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The space table's columns this output fills."""
+        if self.role == "latent":
+            return ("latent",)
+        if self.role == "probabilities":
+            return tuple(f"p_{label}" for label in self.labels)
+        return (self.name,)
+
 
 def content_hash(data: bytes) -> str:
     """The hash a model file's name carries: 12 hex digits of its sha256."""
@@ -105,8 +161,10 @@ class ModelDescription:
 
     @property
     def model_id(self) -> str:
-        """Name, version and content hash: what every result row records."""
-        return f"{self.kind}-{self.version}-{self.content_hash}"
+        """Name (the kind, or a plug-in's space), version and content hash:
+        what every result row records."""
+        name = self.metadata.get("space") if self.kind == SPACE_KIND else self.kind
+        return f"{name}-{self.version}-{self.content_hash}"
 
     @property
     def latent_dim(self) -> int | None:
@@ -133,6 +191,51 @@ class ModelDescription:
         return float(value) if value is not None else None
 
     @property
+    def key(self) -> str:
+        """Its name among the installed models: the kind, or a plug-in's
+        space."""
+        return self.metadata["space"] if self.kind == SPACE_KIND else self.kind
+
+    @property
+    def space(self) -> str | None:
+        """The latent space this model's vectors are in (None: it makes none)."""
+        if self.kind == "vae":
+            return GENERIC_SPACE
+        return self.metadata.get("space")
+
+    @property
+    def frame(self) -> str:
+        return self.metadata.get("frame", "observed")
+
+    @property
+    def medium(self) -> str:
+        return self.metadata.get("medium", "vacuum")
+
+    @property
+    def min_coverage(self) -> float:
+        """Least fraction of the grid a spectrum covers to get answers."""
+        return float(self.metadata.get("min_coverage", DEFAULT_MIN_COVERAGE))
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The outputs ingest runs, in order."""
+        if self.kind == SPACE_KIND:
+            return tuple(spec.name for spec in self.output_specs)
+        return OUTPUTS[self.kind]
+
+    @property
+    def output_specs(self) -> list[OutputSpec]:
+        """A ``space`` model's outputs with their roles (checked at load)."""
+        return output_specs(self.path, self.metadata) if self.kind == SPACE_KIND else []
+
+    @property
+    def latent_output(self) -> str:
+        """The output holding the published vector."""
+        if self.kind == "vae":
+            return "latent_mean"
+        return next(s.name for s in self.output_specs if s.role == "latent")
+
+    @property
     def info(self) -> dict:
         """The metadata with JSON entries parsed and ``grid`` a Grid."""
         out = dict(self.metadata)
@@ -146,7 +249,7 @@ class ModelDescription:
 
 
 def describe(path, data: bytes, properties: dict[str, str],
-             inputs: dict[str, list], outputs: set[str]) -> ModelDescription:
+             inputs: dict[str, list], outputs: dict[str, list]) -> ModelDescription:
     """Check a model file against the contract and say what it is.
 
     Parameters
@@ -159,8 +262,9 @@ def describe(path, data: bytes, properties: dict[str, str],
         Its ``metadata_props`` (with the prefix).
     inputs : dict
         Input name -> shape.
-    outputs : set
-        Output names.
+    outputs : dict
+        Output name -> shape (dimensions as ints, or names for dynamic
+        ones).
 
     Raises
     ------
@@ -175,25 +279,34 @@ def describe(path, data: bytes, properties: dict[str, str],
     meta = {key[len(PREFIX):]: value for key, value in properties.items()
             if key.startswith(PREFIX)}
     kind = meta.get("model")
-    if kind not in OUTPUTS:
+    if kind not in OUTPUTS and kind != SPACE_KIND:
         raise ModelError(path, f"retrspect.model is {kind!r}, expected one of "
-                               f"{sorted(OUTPUTS)}")
+                               f"{sorted([*OUTPUTS, SPACE_KIND])}")
+    for key in ("grid", "version"):
+        if not meta.get(key):
+            raise ModelError(path, f"retrspect.{key} is missing")
     try:
         grid = Grid.from_json(meta["grid"])
-        version = meta["version"]
-        for key in JSON_ENTRIES:
+    except ValueError as err:
+        raise ModelError(path, f"retrspect.grid is not a grid ({err})") from None
+    version = meta["version"]
+    for key in JSON_ENTRIES:
+        try:
             if key in meta:
                 json.loads(meta[key])
-    except (KeyError, ValueError, TypeError) as err:
-        raise ModelError(path, f"missing or bad metadata ({err})") from None
+        except ValueError as err:
+            raise ModelError(path, f"retrspect.{key} is not JSON ({err})") from None
     for name in INPUTS:
         if name not in inputs or inputs[name][-1] != grid.npix:
             raise ModelError(path, f"input {name!r} must be [batch, "
                                    f"{grid.npix}] (the grid's npix), found "
                                    f"{inputs.get(name)}")
-    lacking = [name for name in OUTPUTS[kind] if name not in outputs]
-    if lacking:
-        raise ModelError(path, f"{kind} model lacks outputs {lacking}")
+    if kind == SPACE_KIND:
+        _check_space(path, meta, outputs)
+    else:
+        lacking = [name for name in OUTPUTS[kind] if name not in outputs]
+        if lacking:
+            raise ModelError(path, f"{kind} model lacks outputs {lacking}")
     if kind == "vae":
         if meta.get("metric") not in METRICS:
             raise ModelError(path, f"retrspect.metric is {meta.get('metric')!r}, "
@@ -201,7 +314,7 @@ def describe(path, data: bytes, properties: dict[str, str],
         if not str(meta.get("latent_dim", "")).isdigit():
             raise ModelError(path, "retrspect.latent_dim is missing or not a "
                                    "whole number")
-    for key in ("anomaly_ceiling", "min_class_coverage"):
+    for key in ("anomaly_ceiling", "min_class_coverage", "min_coverage"):
         try:
             if key in meta and not float(meta[key]) >= 0:  # NaN fails too
                 raise ValueError(meta[key])
@@ -209,6 +322,125 @@ def describe(path, data: bytes, properties: dict[str, str],
             raise ModelError(path, f"retrspect.{key} is {meta[key]!r}, not a "
                                    "number >= 0") from None
     return ModelDescription(path, kind, version, digest, grid, meta)
+
+
+def _check_space(path: Path, meta: dict, outputs: dict[str, list]) -> None:
+    """The ``space`` kind's rules: name, frame, medium, and every output in
+    ``retrspect.outputs`` with a known role and the shape the role needs."""
+    def refuse(field_name: str, problem: str):
+        raise ModelError(path, f"retrspect.{field_name} {problem}")
+
+    name = meta.get("space")
+    if name is None:
+        refuse("space", "is missing (the space's name)")
+    if not NAME_PATTERN.fullmatch(name) or name in RESERVED_SPACES:
+        refuse("space", f"is {name!r}: a space name is lower-case letters, "
+                        "digits and _ (at most 30, starting with a letter), "
+                        f"and not one of {sorted(RESERVED_SPACES)}")
+    if meta.get("frame") not in FRAMES:
+        refuse("frame", f"is {meta.get('frame')!r}, expected one of {list(FRAMES)}")
+    if meta.get("medium") not in MEDIA:
+        refuse("medium", f"is {meta.get('medium')!r}, expected one of {list(MEDIA)}")
+    if "min_coverage" in meta:
+        try:
+            if not 0 < float(meta["min_coverage"]) <= 1:
+                raise ValueError
+        except ValueError:
+            refuse("min_coverage", f"is {meta['min_coverage']!r}, not a "
+                                   "fraction in (0, 1]")
+    specs = output_specs(path, meta)
+    columns = set(SPACE_COLUMNS) - {"latent"}
+    for spec in specs:
+        if spec.name not in outputs:
+            refuse("outputs", f"maps {spec.name!r}, which is not an output of "
+                              f"the file (it has {sorted(outputs)})")
+        shape = list(outputs[spec.name])
+        want = {"latent": 2, "probabilities": 2, "scalar": 1}[spec.role]
+        if len(shape) != want:
+            refuse("outputs", f"maps {spec.name!r} as {spec.role}, which needs "
+                              f"{want} dimension(s); the output's shape is {shape}")
+        if spec.role == "latent":
+            dim = shape[1]
+            if not isinstance(dim, int):
+                refuse("outputs", f"maps {spec.name!r} as latent; its second "
+                                  f"dimension must be fixed, found {dim!r}")
+            if meta.get("latent_dim") != str(dim):
+                refuse("latent_dim", f"is {meta.get('latent_dim')!r} but output "
+                                     f"{spec.name!r} has {dim} dimensions")
+            if meta.get("metric") != spec.metric:
+                refuse("metric", f"is {meta.get('metric')!r} but output "
+                                 f"{spec.name!r} is mapped with metric {spec.metric!r}")
+        if spec.role == "probabilities" and shape[1] != len(spec.labels):
+            refuse("outputs", f"maps {spec.name!r} with {len(spec.labels)} "
+                              f"labels; the output's shape is {shape}")
+        clash = columns.intersection(spec.columns) - {"latent"}
+        if clash:
+            refuse("outputs", f"maps {spec.name!r} to column(s) "
+                              f"{sorted(clash)}, which another output or the "
+                              f"table already has")
+        columns.update(spec.columns)
+
+
+def output_specs(path, meta: dict) -> list[OutputSpec]:
+    """The outputs a ``space`` model maps to columns, from its
+    ``retrspect.outputs``; exactly one has the role ``latent``.
+
+    Raises
+    ------
+    ModelError
+        A field that breaks the contract, named.
+    """
+    def refuse(problem: str):
+        raise ModelError(path, f"retrspect.outputs {problem}")
+
+    try:
+        mapping = json.loads(meta.get("outputs") or "null")
+    except ValueError:
+        refuse("is not JSON")
+    if not isinstance(mapping, dict) or not mapping:
+        refuse("is missing or not a JSON object of output name -> "
+               "{\"role\": ...}")
+    specs = []
+    for name, entry in mapping.items():
+        if not isinstance(entry, dict):
+            refuse(f"entry {name!r} is not an object with a role")
+        role = entry.get("role")
+        if role not in ROLES:
+            refuse(f"entry {name!r} has role {role!r}; known roles are "
+                   f"{sorted(ROLES)}")
+        if not NAME_PATTERN.fullmatch(name):
+            refuse(f"entry {name!r}: an output name is lower-case letters, "
+                   "digits and _ (it names a column)")
+        spec = OutputSpec(name, role, description=str(entry.get("description", "")))
+        if role == "latent":
+            if entry.get("metric") not in METRICS:
+                refuse(f"entry {name!r} (latent) has metric "
+                       f"{entry.get('metric')!r}; expected one of {sorted(METRICS)}")
+            spec = OutputSpec(name, role, metric=entry["metric"],
+                              description=spec.description)
+        elif role == "probabilities":
+            labels = entry.get("labels")
+            if (not isinstance(labels, list) or not labels
+                    or not all(isinstance(x, str) and NAME_PATTERN.fullmatch(x)
+                               for x in labels)
+                    or len(set(labels)) != len(labels)):
+                refuse(f"entry {name!r} (probabilities) needs labels: distinct "
+                       "lower-case names")
+            spec = OutputSpec(name, role, labels=tuple(labels),
+                              description=spec.description)
+        else:
+            unit, ucd = entry.get("unit"), entry.get("ucd")
+            if not isinstance(unit, str) or not isinstance(ucd, str) or not ucd:
+                refuse(f"entry {name!r} (scalar) needs a unit (\"\" for none) "
+                       "and a ucd")
+            spec = OutputSpec(name, role, unit=unit, ucd=ucd,
+                              description=spec.description)
+        specs.append(spec)
+    latents = [spec.name for spec in specs if spec.role == "latent"]
+    if len(latents) != 1:
+        refuse(f"maps {len(latents)} outputs as latent ({latents}); a space "
+               "has exactly one")
+    return specs
 
 
 def class_is_known(coverage: float, anomaly: float | None, *,

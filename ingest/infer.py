@@ -88,9 +88,14 @@ class OnnxModel:
             raise AttributeError(name)
         return getattr(self.description, name)
 
+    @property
+    def preparation(self) -> str:
+        """Which preparation of a batch it reads: its grid, and the frame."""
+        return f"{self.frame}:{self.grid.to_json()}"
+
     def run(self, flux: np.ndarray, weight: np.ndarray) -> dict[str, np.ndarray]:
         """Outputs for a batch (flux, weight: float32 [n, npix]) by name."""
-        names = contract.OUTPUTS[self.kind]
+        names = self.description.outputs
         values = self.session.run(list(names), {"flux": flux, "weight": weight})
         return dict(zip(names, values))
 
@@ -131,64 +136,158 @@ def load_model(path, threads: int | None = None) -> OnnxModel:
     description = contract.describe(
         path, data, dict(session.get_modelmeta().custom_metadata_map),
         {i.name: i.shape for i in session.get_inputs()},
-        {o.name for o in session.get_outputs()})
+        {o.name: o.shape for o in session.get_outputs()})
     return OnnxModel(description, session)
+
+
+def read_description(path) -> contract.ModelDescription:
+    """What a model file says of itself, checked against the contract,
+    without an inference session: for code that only needs the metadata
+    (the RD's generated space tables, in every DaCHS process).
+
+    Raises
+    ------
+    ModelError
+    """
+    from onnx.onnx_ml_pb2 import ModelProto
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        proto = ModelProto()
+        proto.ParseFromString(data)
+    except Exception as err:  # protobuf raises its own DecodeError
+        raise ModelError(path, f"not a readable ONNX model ({err})") from None
+
+    def shape(value_info):
+        return [d.dim_value if d.HasField("dim_value") else d.dim_param
+                for d in value_info.type.tensor_type.shape.dim]
+
+    initialisers = {t.name for t in proto.graph.initializer}
+    return contract.describe(
+        path, data, {p.key: p.value for p in proto.metadata_props},
+        {i.name: shape(i) for i in proto.graph.input if i.name not in initialisers},
+        {o.name: shape(o) for o in proto.graph.output})
+
+
+def installed_descriptions(model_dir: Path | None = None) -> dict[str, contract.ModelDescription]:
+    """Key (kind, or a space's name) -> description of every model file
+    in the models directory that follows the contract; a file that does
+    not is logged and left out (the import refuses it by name)."""
+    model_dir = Path(model_dir or model_dir_from_environment())
+    files = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(model_dir.glob("*.onnx")))
+    return _descriptions(model_dir, files)
+
+
+@lru_cache(maxsize=4)
+def _descriptions(model_dir: Path, files: tuple) -> dict[str, contract.ModelDescription]:
+    found = {}
+    for name, _ in files:
+        try:
+            description = read_description(model_dir / name)
+        except ModelError as err:
+            log.warning("%s", err)
+            continue
+        found.setdefault(description.key, description)
+    return found
 
 
 @dataclass
 class ModelSet:
-    """The models ingest runs: at most one of each kind."""
+    """The models ingest runs: at most one of each built-in kind (keyed by
+    kind) and any number of plug-in spaces (keyed by the space's name)."""
 
     models: dict[str, OnnxModel]
 
     @classmethod
-    def load(cls, model_dir: Path | None = None, threads: int | None = None,
-             latent_dim: int | None = None,
-             latent_metric: str | None = None) -> "ModelSet":
-        """Load every ``*.onnx`` in ``model_dir``; refuse inconsistent sets.
-
-        ``latent_dim`` and ``latent_metric`` describe the table's vector
-        column and its index: a VAE with another dimension, or trained for
-        another distance, is refused here, before anything is written.
-        """
+    def load(cls, model_dir: Path | None = None,
+             threads: int | None = None) -> "ModelSet":
+        """Load every ``*.onnx`` in ``model_dir``; refuse inconsistent sets
+        (two of a kind, two of a space), before anything is written."""
         model_dir = Path(model_dir or model_dir_from_environment())
         models: dict[str, OnnxModel] = {}
         for path in sorted(model_dir.glob("*.onnx")):
             model = load_model(path, threads)
-            if model.kind in models:
-                raise ModelError(path, f"a second {model.kind} model beside "
-                                       f"{models[model.kind].path.name}")
-            models[model.kind] = model
-        if "vae" in models:
-            contract.check_fits(
-                models["vae"].description, latent_dim=latent_dim,
-                metric=latent_metric,
-                column=f"the table's vector({latent_dim}) column and its index")
+            if model.key in models:
+                what = ("space " + model.key if model.kind == contract.SPACE_KIND
+                        else model.kind + " model")
+                raise ModelError(path, f"a second {what} beside "
+                                       f"{models[model.key].path.name}")
+            models[model.key] = model
         _, reason = choose_providers()
         log.info("onnxruntime: %s; models: %s", reason,
                  ", ".join(m.model_id for m in models.values()) or "none")
         return cls(models)
 
     @property
-    def grids(self) -> dict[str, Grid]:
-        """Each distinct grid once, keyed by its JSON (preprocess per grid)."""
-        return {m.grid.to_json(): m.grid for m in self.models.values()}
+    def builtin(self) -> dict[str, OnnxModel]:
+        """The shipped kinds (vae, classifier, velocity): ml_results."""
+        return {key: m for key, m in self.models.items()
+                if m.kind != contract.SPACE_KIND}
 
-    def run(self, prepared: dict[str, tuple[np.ndarray, np.ndarray]]
-            ) -> dict[str, dict[str, np.ndarray]]:
-        """Run every model on a batch prepared per grid (see :attr:`grids`)."""
-        return {kind: model.run(*prepared[model.grid.to_json()])
-                for kind, model in self.models.items()}
+    @property
+    def spaces(self) -> dict[str, OnnxModel]:
+        """The plug-in spaces by name: a table each."""
+        return {key: m for key, m in self.models.items()
+                if m.kind == contract.SPACE_KIND}
+
+    def select(self, only: str | None) -> "ModelSet":
+        """The models one table needs: ``None`` all; ``"generic"`` the
+        built-in kinds; a space's name that space, with the velocity model
+        when the space reads spectra in their rest frame (it gives z).
+
+        Raises
+        ------
+        ModelError
+            No such space.
+        """
+        if only is None:
+            return self
+        if only == contract.GENERIC_SPACE:
+            return ModelSet(self.builtin)
+        if only not in self.spaces:
+            raise ModelError(only, f"no space {only!r} among the installed "
+                                   f"models (spaces: {sorted(self.spaces)})")
+        chosen = {only: self.models[only]}
+        if chosen[only].frame == "rest" and "velocity" in self.models:
+            chosen["velocity"] = self.models["velocity"]
+        return ModelSet(chosen)
+
+    def run(self, prepared: dict[str, tuple[np.ndarray, np.ndarray]],
+            keys=None) -> dict[str, dict[str, np.ndarray]]:
+        """Run models (``keys``, default all) on a batch prepared per
+        :attr:`OnnxModel.preparation`."""
+        return {key: self.models[key].run(*prepared[self.models[key].preparation])
+                for key in (self.models if keys is None else keys)}
 
 
 @lru_cache(maxsize=8)
-def models_for_table(latent_dim: int | None, latent_metric: str | None,
-                     model_dir: Path | None = None,
+def installed_models(model_dir: Path | None = None,
                      threads: int | None = None) -> ModelSet:
-    """The models whose results fill a table with this latent column,
-    loaded once per process (ingest workers, the server, health checks).
+    """Every model in the models directory, loaded once per process
+    (ingest workers, the server, health checks).
 
     ``model_dir`` None: :func:`model_dir_from_environment`.
     """
-    return ModelSet.load(model_dir, threads=threads, latent_dim=latent_dim,
-                         latent_metric=latent_metric)
+    return ModelSet.load(model_dir or model_dir_from_environment(), threads=threads)
+
+
+def models_for_table(latent_dim: int | None, latent_metric: str | None,
+                     model_dir: Path | None = None,
+                     threads: int | None = None) -> ModelSet:
+    """The installed models, once checked against the generic space's
+    table: its vector(``latent_dim``) column and the ``latent_metric`` its
+    HNSW index is for.
+
+    Raises
+    ------
+    ModelError
+        The VAE does not fit the table.
+    """
+    models = installed_models(model_dir, threads)
+    if "vae" in models.models:
+        contract.check_fits(
+            models.models["vae"].description, latent_dim=latent_dim,
+            metric=latent_metric,
+            column=f"the table's vector({latent_dim}) column and its index")
+    return models

@@ -46,6 +46,7 @@ class IngestOptions:
     dask: str | None = None        # scheduler address, or "local"
     latent_dim: int | None = None  # the table's vector(n); checked at load
     latent_metric: str | None = None  # what the table's HNSW index is for
+    only: str | None = None        # one table's models: "generic" or a space
     progress: bool = True
 
     @classmethod
@@ -111,7 +112,8 @@ def _models_for(options: IngestOptions):
     from retrspect.ingest.infer import models_for_table
     return models_for_table(options.latent_dim, options.latent_metric,
                             options.model_dir,
-                            1 if options.workers != 1 else None)
+                            1 if options.workers != 1 else None
+                            ).select(options.only)
 
 
 def _value(x) -> float | None:
@@ -184,24 +186,75 @@ def ml_columns(models, outputs: dict, i: int) -> dict:
     return row
 
 
+def space_columns(models, outputs: dict, i: int) -> dict:
+    """The columns of the i-th spectrum of a batch in each plug-in space's
+    table, as ``<space>__<column>`` (the RD's generated rowmakers take
+    them apart).
+
+    Every spectrum a space's model saw gets a row naming the model and the
+    grid coverage; a spectrum covering less than the model's
+    ``min_coverage`` has NULL outputs there, and the space's TAP table (a
+    view of the covered rows) does not show it.
+    """
+    row = {}
+    for name, model in models.spaces.items():
+        if name not in outputs:
+            continue
+        out, prefix = outputs[name], f"{name}__"
+        coverage = float(out["grid_coverage"][i])
+        covered = coverage >= model.min_coverage
+        row[prefix + "model"] = model.model_id
+        row[prefix + "grid_coverage"] = coverage
+        for spec in model.output_specs:
+            values = out[spec.name][i]
+            if spec.role == "latent":
+                row[prefix + "latent"] = ([float(v) for v in values]
+                                          if covered else None)
+            elif spec.role == "probabilities":
+                row.update({prefix + column: _value(v) if covered else None
+                            for column, v in zip(spec.columns, values)})
+            else:
+                row[prefix + spec.name] = _value(values) if covered else None
+    return row
+
+
 def infer_batch(spectra, models, batch_size: int = 256,
                 seconds: Counter | None = None) -> dict:
-    """Every model's outputs for a list of spectra: kind -> name -> array.
+    """Every model's outputs for a list of spectra: key -> name -> array.
 
     Each spectrum is put on each distinct model grid once (the same
     :func:`ingest.preprocess.prepare_batch` training uses), then the models
-    run in batches.  Besides its own outputs each kind gets
-    ``grid_coverage``, the fraction of its grid each spectrum covers.
-    Ingest and search by example both come through here.
+    run in batches.  Spaces that read spectra in their rest frame run
+    after the velocity model, on spectra shifted by the redshift it
+    measured (no redshift: no coverage).  Besides its own outputs each
+    model gets ``grid_coverage``, the fraction of its grid each spectrum
+    covers.  Ingest and search by example both come through here.
     """
-    from retrspect.ingest import preprocess
-
     seconds = seconds if seconds is not None else Counter()
     if models is None or not models.models or not spectra:
         return {}
+    observed = [key for key, m in models.models.items() if m.frame != "rest"]
+    rest = [key for key, m in models.models.items() if m.frame == "rest"]
+    outputs = _run_models(spectra, models, observed, None, batch_size, seconds)
+    if rest:
+        z = (outputs["velocity"]["redshift"] if "velocity" in outputs
+             else np.full(len(spectra), np.nan))
+        outputs.update(_run_models(spectra, models, rest, z, batch_size, seconds))
+    return outputs
+
+
+def _run_models(spectra, models, keys, redshifts, batch_size, seconds) -> dict:
+    """Outputs of the models ``keys`` (all of one frame): prepare each
+    distinct grid once, run in batches, add ``grid_coverage``."""
+    from retrspect.ingest import preprocess
+
     start = time.perf_counter()
-    prepared = {key: preprocess.prepare_batch(spectra, grid)
-                for key, grid in models.grids.items()}
+    prepared = {}
+    for key in keys:
+        model = models.models[key]
+        if model.preparation not in prepared:
+            prepared[model.preparation] = preprocess.prepare_batch(
+                spectra, model.grid, redshifts)
     seconds["preprocess"] += time.perf_counter() - start
     start = time.perf_counter()
     outputs: dict[str, dict[str, list]] = {}
@@ -209,17 +262,15 @@ def infer_batch(spectra, models, batch_size: int = 256,
         part = {key: (flux[first:first + batch_size],
                       weight[first:first + batch_size])
                 for key, (flux, weight) in prepared.items()}
-        for kind, values in models.run(part).items():
+        for key, values in models.run(part, keys).items():
             for name, array in values.items():
-                outputs.setdefault(kind, {}).setdefault(name, []).append(array)
+                outputs.setdefault(key, {}).setdefault(name, []).append(array)
     seconds["infer"] += time.perf_counter() - start
-    coverage = {key: preprocess.grid_coverage(weight)
-                for key, (_, weight) in prepared.items()}
-    return {kind: {**{name: np.concatenate(arrays)
-                      for name, arrays in values.items()},
-                   "grid_coverage":
-                       coverage[models.models[kind].grid.to_json()]}
-            for kind, values in outputs.items()}
+    return {key: {**{name: np.concatenate(arrays)
+                     for name, arrays in values.items()},
+                  "grid_coverage": preprocess.grid_coverage(
+                      prepared[models.models[key].preparation][1])}
+            for key, values in outputs.items()}
 
 
 def process_chunk(paths: list[str], inputs_dir: str,
@@ -247,7 +298,9 @@ def process_chunk(paths: list[str], inputs_dir: str,
     for i, (spectrum, source_file) in enumerate(zip(spectra, sources)):
         row = raw_row(spectrum, source_file)
         if outputs:
-            row.update(ml_columns(_models_for(options), outputs, i))
+            models = _models_for(options)
+            row.update(ml_columns(models, outputs, i))
+            row.update(space_columns(models, outputs, i))
         rows.append(row)
     seconds["rows"] = time.perf_counter() - start
     return ChunkResult(rows, skipped, dict(seconds))

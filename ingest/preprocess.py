@@ -258,12 +258,15 @@ def grid_coverage(weight: np.ndarray) -> np.ndarray:
     return np.mean(np.asarray(weight) > 0, axis=-1)
 
 
-def coverage_shortfall(what: str, coverage: float, grid: Grid) -> str | None:
+def coverage_shortfall(what: str, coverage: float, grid: Grid,
+                       minimum: float = MIN_GRID_COVERAGE,
+                       frame: str = "observed") -> str | None:
     """Why ``what`` gets no model outputs on ``grid``, or None if it does."""
-    if coverage >= MIN_GRID_COVERAGE:
+    if coverage >= minimum:
         return None
+    rest = " (rest frame, shifted by its measured redshift)" if frame == "rest" else ""
     return (f"{what} covers {coverage:.0%} of the {grid.describe()} model "
-            f"grid; at least {MIN_GRID_COVERAGE:.0%} is needed for a latent "
+            f"grid{rest}; at least {minimum:.0%} is needed for a latent "
             "vector, so it has no neighbours")
 
 
@@ -463,7 +466,7 @@ def prepare_arrays(wavelength, flux, good, ivar, grid, *, resolving_power=None):
     return out_flux.astype(np.float32), weight.astype(np.float32)
 
 
-def prepare(spectrum, grid):
+def prepare(spectrum, grid, redshift: float = 0.0):
     """Put one spectrum onto a model grid: vacuum, rebinned, normalised.
 
     Parameters
@@ -471,6 +474,10 @@ def prepare(spectrum, grid):
     spectrum : Spectrum
         A validated spectrum from :mod:`ingest.readers`.
     grid : Grid
+    redshift : float
+        Read the spectrum in its rest frame: vacuum wavelengths are divided
+        by ``1 + redshift`` first (0: as observed).  A redshift that is not
+        a finite number > -1 gives no coverage (all weights 0).
 
     Returns
     -------
@@ -481,20 +488,25 @@ def prepare(spectrum, grid):
         errors); 0 where masked or outside the spectrum's coverage.  All
         zeros when the spectrum does not overlap the grid.
     """
-    wave = vacuum_wavelength(spectrum).value
+    if not (math.isfinite(redshift) and redshift > -1):
+        zeros = np.zeros(grid.npix, dtype=np.float32)
+        return zeros, zeros.copy()
+    wave = vacuum_wavelength(spectrum).value / (1.0 + redshift)
     good = spectrum.good
     ivar = spectrum.ivar
     return prepare_arrays(wave, spectrum.flux.value, good, ivar, grid,
                           resolving_power=spectrum.meta.get("resolving_power"))
 
 
-def prepare_batch(spectra, grid):
+def prepare_batch(spectra, grid, redshifts=None):
     """:func:`prepare` for several spectra.
 
     Parameters
     ----------
     spectra : sequence of Spectrum
     grid : Grid
+    redshifts : sequence of float, optional
+        Per spectrum, to read it in its rest frame (see :func:`prepare`).
 
     Returns
     -------
@@ -503,5 +515,6 @@ def prepare_batch(spectra, grid):
     flux = np.zeros((len(spectra), grid.npix), dtype=np.float32)
     weight = np.zeros_like(flux)
     for row, spectrum in enumerate(spectra):
-        flux[row], weight[row] = prepare(spectrum, grid)
+        z = 0.0 if redshifts is None else float(redshifts[row])
+        flux[row], weight[row] = prepare(spectrum, grid, z)
     return flux, weight

@@ -127,6 +127,8 @@
     <!-- the distance the VAE's latent space is trained for; ingest refuses
       a model trained for another one, and the HNSW index is built for it -->
     <property name="latentMetric">l2</property>
+    <!-- its latent column is the space "generic" (vo_services.spaces) -->
+    <property name="space">generic</property>
 
     <column name="pubdid" type="text" required="True"
       ucd="meta.ref.ivoid" tablehead="Pub. DID" verbLevel="1"
@@ -212,6 +214,116 @@
       >latent vector_l2_ops</index>
   </table>
 
+
+  <!-- One table, view, rowmaker and re-embedding per plug-in latent space:
+    an ONNX file of kind "space" in the models directory (models/CONTRACT.md).
+    Generated from what the files say of themselves whenever the RD is
+    loaded (vo_services.spaces), so adding or removing a space never edits
+    this file; `retrspect import` creates, fills and drops the tables. -->
+  <LOOP>
+    <codeItems>
+      from retrspect.vo_services import spaces
+      yield from spaces.loop_items()
+    </codeItems>
+    <events passivate="True">
+      <table id="space_\space\+_all" onDisk="True" adql="hidden" primary="pubdid">
+        <meta name="description">Every spectrum the model of the latent
+          space \space has seen, with its vector (NULL when the spectrum
+          covers too little of the grid); TAP users see space_\space.</meta>
+        <property name="latentMetric">\metric</property>
+        <column name="pubdid" type="text" required="True"
+          ucd="meta.ref.ivoid" tablehead="Pub. DID" verbLevel="1"
+          description="Publisher DID of the spectrum (ssa_pubdid in
+            retrspect.spectra)."/>
+        <column name="obs_id" type="text" required="True"
+          ucd="meta.id" tablehead="Obs. id" verbLevel="1"
+          description="Short identifier of the spectrum (as in
+            retrspect.spectra)."/>
+        <column name="latent" type="vector(\dim)"
+          ucd="src.class.struct" tablehead="Latent" verbLevel="15"
+          description="The spectrum's vector in the latent space \space;
+            use the gavo_ distance functions on it for similarity search."/>
+        <column name="grid_coverage" type="real"
+          ucd="stat.fit.param" tablehead="Grid cov." verbLevel="15"
+          description="Fraction of the space's wavelength grid (in its
+            frame) that the spectrum's good pixels cover."/>
+        <column name="model" type="text"
+          ucd="meta.code" tablehead="Model" verbLevel="20"
+          description="Model that made the vector (name-version-content
+            hash)."/>
+        <LOOP reexpand="True">
+          <codeItems>
+            from retrspect.vo_services import spaces
+            yield from spaces.output_columns("\space")
+          </codeItems>
+          <events>
+            <column name="\\column" type="real" unit="\\unit"
+              ucd="\\ucd" verbLevel="15" description="\\description"/>
+          </events>
+        </LOOP>
+        <index columns="obs_id"/>
+        <index columns="latent" name="space_\space\+_latent_hnsw" method="hnsw"
+          >latent \opclass</index>
+      </table>
+
+      <table id="space_\space" onDisk="True" adql="True"
+          original="space_\space\+_all">
+        <meta name="description">\description  Join to retrspect.spectra
+          on pubdid = ssa_pubdid; retrspect.spaces describes every space.</meta>
+        <property name="space">\space</property>
+        <property name="latentMetric">\metric</property>
+        <viewStatement>
+          CREATE VIEW \\schema.space_\space AS (SELECT * FROM
+            \\schema.space_\space\+_all WHERE latent IS NOT NULL)
+        </viewStatement>
+      </table>
+
+      <rowmaker id="space_\space\+_rows">
+        <ignoreOn><keyNull key="\model_key"/></ignoreOn>
+        <map key="pubdid">getStandardPubDID(@accref)</map>
+        <map key="obs_id">@obs_id</map>
+        <map key="latent">vars["\latent_key"]</map>
+        <map key="grid_coverage">vars["\coverage_key"]</map>
+        <map key="model">vars["\model_key"]</map>
+        <LOOP reexpand="True">
+          <codeItems>
+            from retrspect.vo_services import spaces
+            yield from spaces.output_columns("\space")
+          </codeItems>
+          <events>
+            <map key="\\column">vars["\\key"]</map>
+          </events>
+        </LOOP>
+      </rowmaker>
+
+      <data id="reembed_\space" auto="False" updating="True">
+        <!-- run by `retrspect import`: vectors of this space made by
+          another model version (or missing) are recomputed and swapped in
+          one transaction; the other spaces are not touched -->
+        <sources><item>spectra without vectors of the current model</item></sources>
+        <embeddedGrammar>
+          <iterator>
+            <code>
+              from retrspect.vo_services import grammars
+              yield from grammars.iter_space_reembed_rows(self.grammar.rd, "\space")
+            </code>
+          </iterator>
+        </embeddedGrammar>
+        <make table="space_\space\+_all" rowmaker="space_\space\+_rows">
+          <script type="newSource" lang="python" name="delete stale vectors">
+            from retrspect.vo_services import grammars
+            grammars.delete_stale_space_rows(table, "\space")
+          </script>
+        </make>
+      </data>
+
+      <data id="view_\space" auto="False">
+        <!-- run by `retrspect import` after reembed_\space -->
+        <make table="space_\space"/>
+      </data>
+    </events>
+  </LOOP>
+
   <data id="import" updating="True">
     <recreateAfter>make_view</recreateAfter>
     <!-- one source token: the grammar finds the files under data/ that are
@@ -259,6 +371,16 @@
         <map key="snr">@ssa_snr</map>
       </rowmaker>
     </make>
+
+    <LOOP>
+      <codeItems>
+        from retrspect.vo_services import spaces
+        yield from spaces.loop_items()
+      </codeItems>
+      <events>
+        <make table="space_\space\+_all" rowmaker="space_\space\+_rows"/>
+      </events>
+    </LOOP>
   </data>
 
   <data id="reembed" auto="False" updating="True">
@@ -322,24 +444,37 @@
     <column name="min_coverage" type="real" ucd="stat.value"
       description="Least fraction of the grid a spectrum must cover to get
         a vector."/>
+    <column name="card" type="text" ucd="meta.ref.url" displayHint="type=url"
+      description="The model card: what the model is, how it was made and
+        measured."/>
   </table>
 
-  <table id="spaces" onDisk="True" adql="True" original="space_models">
-    <meta name="description">The latent spaces of this archive: where each
-      space's vectors are (table and column), the wavelength grid its model
-      reads, the distance its vectors are for, their dimension, the model
-      version, and how many spectra have a vector in it now.</meta>
-    <column name="n_vectors" type="bigint" ucd="meta.number" required="True"
-      description="Spectra with a vector in this space."/>
-    <column name="n_not_covered" type="bigint" ucd="meta.number" required="True"
-      description="Spectra that cover too little of the grid for one."/>
-    <viewStatement>
-      CREATE VIEW \qName AS (SELECT m.*,
-        (SELECT count(latent) FROM \schema.ml_results) AS n_vectors,
-        (SELECT count(*) - count(latent) FROM \schema.ml_results) AS n_not_covered
-        FROM \schema.space_models AS m)
-    </viewStatement>
-  </table>
+  <LOOP>
+    <!-- one item: the SQL of the live counts names every space's table -->
+    <codeItems>
+      from retrspect.vo_services import spaces
+      yield {"counts": spaces.counts_sql()}
+    </codeItems>
+    <events>
+      <table id="spaces" onDisk="True" adql="True" original="space_models">
+        <meta name="description">The latent spaces of this archive: where
+          each space's vectors are (table and column), the wavelength grid
+          its model reads and in which frame, the distance its vectors are
+          for, their dimension, the model version and card, and how many
+          spectra have a vector in it now.</meta>
+        <column name="n_vectors" type="bigint" ucd="meta.number" required="True"
+          description="Spectra with a vector in this space."/>
+        <column name="n_not_covered" type="bigint" ucd="meta.number"
+          required="True" description="Spectra the space's model has seen
+            that cover too little of its grid for a vector."/>
+        <viewStatement>
+          CREATE VIEW \\schema.spaces AS (SELECT m.*, c.n_vectors,
+            c.n_not_covered FROM \\schema.space_models AS m
+            JOIN (\counts) AS c USING (space_name))
+        </viewStatement>
+      </table>
+    </events>
+  </LOOP>
 
   <data id="make_spaces" auto="False">
     <!-- run by `retrspect import` after the import and re-embedding -->
@@ -446,19 +581,24 @@
       </dataFunction>
       <metaMaker semantics="#auxiliary">
         <code>
-          from urllib.parse import urlencode
-          yield descriptor.makeLink(
-            makeAbsoluteURL("\rdId/byexample/api?" + urlencode(
-              {"ID": descriptor.pubDID, "k": 10})),
-            description="The 10 spectra most similar to this one"
-              " (nearest neighbours in the learned latent space)",
-            contentType="application/x-votable+xml")
+          from retrspect.vo_services import spaces
+          yield from spaces.similar_links(descriptor, "\rdId")
         </code>
       </metaMaker>
       <FEED source="//soda#sdm_plainfluxcalib"/>
       <FEED source="//soda#sdm_cutout"/>
       <FEED source="//soda#sdm_format"/>
     </datalinkCore>
+  </service>
+
+  <service id="cards" allowed="static">
+    <meta name="title">retrspect model cards</meta>
+    <meta name="description">What each installed model is, what it learned
+      from and how it was measured (Markdown; retrspect.spaces links each
+      latent space's card).</meta>
+    <!-- resdir/cards is linked to the installed models' cards by deploy -->
+    <property name="staticData">cards</property>
+    <nullCore/>
   </service>
 
   <service id="web" defaultRenderer="form">
@@ -519,6 +659,19 @@
           description="Number of neighbours to return (1 to 100).">
           <values min="1" max="100" default="10"/>
         </inputKey>
+        <inputKey name="space" type="text" tablehead="Latent space" multiplicity="single"
+          description="The latent space to search in (see the TAP table
+            retrspect.spaces; generic by default).">
+          <values default="generic">
+            <LOOP>
+              <codeItems>
+                from retrspect.vo_services import spaces
+                yield from spaces.names()
+              </codeItems>
+              <events><option>\space</option></events>
+            </LOOP>
+          </values>
+        </inputKey>
       </inputTable>
       <outputTable>
         <outputField name="rank" type="integer" ucd="meta.number" required="True"
@@ -530,8 +683,8 @@
           description="Publisher DID of the spectrum."/>
         <outputField name="dist" type="double precision"
           ucd="stat.value" tablehead="Distance"
-          description="Distance to the query in the latent space (in the
-            metric the model was trained for)."/>
+          description="Distance to the query in the chosen latent space (in
+            the metric its model was trained for)."/>
         <outputField name="ssa_targname" type="text" ucd="meta.id;src"
           tablehead="Target" description="Target name."/>
         <outputField name="ssa_collection" type="text" ucd="meta.id"

@@ -272,6 +272,80 @@ def _write_test_models(directory: Path, *, latent_dim: int = 32,
     return written
 
 
+#: the outputs of the test space model, as its retrspect.outputs maps them
+SPACE_OUTPUTS = {
+    "latent": {"role": "latent", "metric": "l2", "description": "test vector"},
+    "level": {"role": "scalar", "unit": "", "ucd": "phot.flux;stat.mean",
+              "description": "mean normalised flux"},
+    "colour": {"role": "probabilities", "labels": ["blue", "red"]},
+}
+
+
+def _write_space_model(directory: Path, *, space: str = "tiny", dim: int = 8,
+                       grid: Grid = TEST_GRID, frame: str = "observed",
+                       version: str = "1.0.0", seed: int = 0,
+                       metadata: dict | None = None) -> Path:
+    """A plug-in space model under the contract, built with onnx.helper as
+    a third party would: latent = (flux * (weight > 0)) @ W, level = the
+    mean flux, colour = softmax of two projections.  ``metadata``
+    overrides entries (keys without the prefix; None removes one), to
+    break the contract on purpose."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    npix = grid.npix
+    nodes = [
+        helper.make_node("Greater", ["weight", "zero"], ["covered"]),
+        helper.make_node("Cast", ["covered"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["flux", "m"], ["masked"]),
+        helper.make_node("MatMul", ["masked", "w"], ["latent"]),
+        helper.make_node("ReduceMean", ["flux"], ["level"], axes=[1], keepdims=0),
+        helper.make_node("MatMul", ["masked", "v"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["colour"], axis=1),
+    ]
+    inits = [numpy_helper.from_array(np.float32(0).reshape(()), "zero"),
+             numpy_helper.from_array(rng.standard_normal((npix, dim)).astype(np.float32)
+                                     / np.sqrt(npix), "w"),
+             numpy_helper.from_array(rng.standard_normal((npix, 2)).astype(np.float32)
+                                     / np.sqrt(npix), "v")]
+    graph = helper.make_graph(
+        nodes, space,
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", npix])
+         for n in ("flux", "weight")],
+        [helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["batch", dim]),
+         helper.make_tensor_value_info("level", TensorProto.FLOAT, ["batch"]),
+         helper.make_tensor_value_info("colour", TensorProto.FLOAT, ["batch", 2])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    meta = {"model": "space", "space": space, "version": version,
+            "grid": grid.to_json(), "frame": frame, "medium": "vacuum",
+            "latent_dim": str(dim), "metric": "l2",
+            "outputs": json.dumps(SPACE_OUTPUTS),
+            "training_data": "none (test model)"}
+    for key, value in (metadata or {}).items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = contract.PREFIX + key, value
+    data = model.SerializeToString()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / contract.file_name(space, data)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_space_model():
+    """``write_space_model(directory, **options)``: path of a small real
+    plug-in space model (see :func:`_write_space_model`)."""
+    return _write_space_model
+
+
 def _run_directly(path: Path, flux: np.ndarray, weight: np.ndarray) -> list:
     """Outputs of an ONNX file on one batch, with a plain CPU session."""
     import onnxruntime as ort

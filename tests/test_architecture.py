@@ -138,9 +138,11 @@ def test_no_cycle_between_packages_and_dependencies_point_one_way(graph):
 
 
 def test_runtime_imports_neither_training_code_nor_torch(graph):
+    """(The runtime reads model files' metadata with onnx, a runtime
+    dependency; it never imports torch.)"""
     offenders = {name: sorted(t for t in graph[name]
                               if t.startswith("retrspect.models")
-                              or t.split(".")[0] in ("torch", "onnx"))
+                              or t.split(".")[0] == "torch")
                  for name in graph if name.startswith(RUNTIME)}
     assert {k: v for k, v in offenders.items() if v} == {}
 
@@ -169,7 +171,7 @@ BLOCK_TORCH = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in ("torch", "onnx"):
+        if name.split(".")[0] == "torch":
             raise ImportError(f"{name} is blocked (not installed)")
 sys.meta_path.insert(0, Block())
 """
@@ -184,8 +186,8 @@ def test_the_runtime_imports_without_torch(graph):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True,
                             text=True, cwd="/")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split()[-4:] == ["['classifier',", "'vae',",
-                                          "'velocity']", "False"]
+    assert result.stdout.split()[-5:] == ["['classifier',", "'pca_blue',",
+                                          "'vae',", "'velocity']", "False"]
 
 
 def test_training_commands_say_what_is_missing_without_torch():

@@ -2,10 +2,11 @@
 
 The upload is read by :func:`ingest.readers.read_spectra` (FITS layouts,
 SDM VOTable, or a CSV with units in its header) and encoded by
-:func:`ingest.pipeline.infer_batch` with the same models, grid and
+:func:`ingest.pipeline.infer_batch` with the same models, grid, frame and
 preprocessing as ingest, so a spectrum uploaded again lands on its own
-latent vector.  The neighbours come from the HNSW index of
-``retrspect.ml_results``.  For browsers each neighbour gets a plot of it
+vector.  Searches run in one latent space (``generic`` unless the request
+names another, see ``retrspect.spaces``); the neighbours come from that
+space's HNSW index.  For browsers each neighbour gets a plot of it
 overlaid on the upload.
 """
 from __future__ import annotations
@@ -17,10 +18,12 @@ import tempfile
 
 import numpy as np
 
-from retrspect.ingest.errors import ReaderError, RetrspectError
+from retrspect.ingest.errors import ModelError, ReaderError, RetrspectError
+from retrspect.ingest.contract import GENERIC_SPACE
 from retrspect.vo_services.similarity import (OPERATORS, NoLatentError,
-                                              VectorLiteralError, latent_column,
-                                              lookup_latent, table_models,
+                                              NoSpaceError, VectorLiteralError,
+                                              lookup_latent, model_of,
+                                              space_column, table_models,
                                               vector_sql)
 
 #: uploads larger than this are refused before they are parsed (DaCHS
@@ -34,11 +37,13 @@ class UploadError(RetrspectError, ValueError):
     """An upload that cannot be searched with; the message says why."""
 
 
-def encode_upload(data: bytes, filename: str = "upload"):
-    """(spectrum, latent) of the first spectrum in an uploaded file.
+def encode_upload(data: bytes, filename: str = "upload",
+                  space: str = GENERIC_SPACE):
+    """(spectrum, vector in ``space``) of the first spectrum in an uploaded
+    file.
 
-    A spectrum that covers too little of the model grid is refused with a
-    message that says how much it covers, as ingest gives it no latent.
+    A spectrum that covers too little of the space's grid is refused with a
+    message that says how much it covers, as ingest gives it no vector.
     """
     from retrspect.ingest.pipeline import infer_batch
     from retrspect.ingest.preprocess import coverage_shortfall
@@ -60,25 +65,29 @@ def encode_upload(data: bytes, filename: str = "upload"):
         except ReaderError as err:
             raise UploadError(f"{filename}: {err.reason}") from None
     spectrum = spectra[0]
-    models = table_models()
-    if "vae" not in models.models:
-        raise UploadError("this archive has no encoder model installed")
-    outputs = infer_batch([spectrum], models)["vae"]
+    try:
+        space_column(space)
+        models = table_models().select(space)
+    except (NoSpaceError, ModelError) as err:
+        raise UploadError(str(err)) from None
+    model = model_of(space)
+    outputs = infer_batch([spectrum], models)[model.key]
     refusal = coverage_shortfall(f"{filename}: the spectrum",
                                  float(outputs["grid_coverage"][0]),
-                                 models.models["vae"].grid)
+                                 model.grid, model.min_coverage, model.frame)
     if refusal:
         raise UploadError(refusal)
-    return spectrum, outputs["latent_mean"][0]
+    return spectrum, outputs[model.latent_output][0]
 
 
-def archive_spectrum(identifier: str):
-    """(spectrum, latent) of an archive spectrum named by pubDID or obs_id."""
+def archive_spectrum(identifier: str, space: str = GENERIC_SPACE):
+    """(spectrum, vector in ``space``) of an archive spectrum named by
+    pubDID or obs_id."""
     from gavo import base
 
     try:
-        latent = lookup_latent(identifier)
-    except NoLatentError as err:
+        latent = lookup_latent(identifier, space)
+    except (NoLatentError, NoSpaceError) as err:
         raise UploadError(str(err)) from None
     with base.getTableConn() as conn:
         row = next(conn.queryToDicts(
@@ -97,10 +106,13 @@ def row_spectrum(row: dict):
                            row["source_index"], row["obs_id"])
 
 
-def nearest(latent, k: int) -> list[dict]:
-    """The k archive spectra nearest to a latent vector, nearest first."""
+def nearest(latent, k: int, space: str = GENERIC_SPACE) -> list[dict]:
+    """The k archive spectra nearest to a vector of ``space``, nearest first."""
     from gavo import base
-    column = latent_column()
+    try:
+        column = space_column(space)
+    except NoSpaceError as err:
+        raise UploadError(str(err)) from None
     if not 1 <= k <= MAX_K:
         raise UploadError(f"k must be between 1 and {MAX_K}")
     try:
@@ -110,18 +122,15 @@ def nearest(latent, k: int) -> list[dict]:
                           f"this spectrum ({err})") from None
     with base.getTableConn() as conn:
         rows = list(conn.queryToDicts(
-            f"SELECT m.obs_id, m.pubdid, m.latent {_operator()} "
+            f"SELECT v.obs_id, v.pubdid, v.latent {OPERATORS[column.metric]} "
             f"{query_vector} AS distance, s.ssa_targname, s.ssa_collection,"
             " m.ml_class, m.redshift, s.accref, s.datalink,"
             " s.source_file, s.source_index"
-            f" FROM {column.table} AS m"
-            " JOIN retrspect.raw_data AS s ON s.ssa_pubdid = m.pubdid"
+            f" FROM {column.table} AS v"
+            " JOIN retrspect.raw_data AS s ON s.ssa_pubdid = v.pubdid"
+            " LEFT JOIN retrspect.ml_results AS m ON m.pubdid = v.pubdid"
             " ORDER BY distance LIMIT %(k)s", {"k": int(k)}))
     return rows
-
-
-def _operator() -> str:
-    return OPERATORS[latent_column().metric]
 
 
 def overlay_png(query, neighbour, title: str) -> str:
@@ -154,6 +163,11 @@ def run_core(core, input_table, query_meta):
     upload = input_table.getParam("spectrum")
     identifier = input_table.getParam("ID")
     k = input_table.getParam("k") or 10
+    space = input_table.getParam("space") or GENERIC_SPACE
+    try:
+        space_column(space)
+    except NoSpaceError as err:
+        raise base.ValidationError(str(err), "space") from None
     if bool(upload) == bool(identifier):
         raise base.ValidationError("Give either a spectrum file or the ID of "
                                    "an archive spectrum", "spectrum")
@@ -165,10 +179,10 @@ def run_core(core, input_table, query_meta):
                                   "the multipart field f")
             filename, stream = upload
             query, latent = encode_upload(
-                stream.read(MAX_UPLOAD_BYTES + 1), filename or "upload")
+                stream.read(MAX_UPLOAD_BYTES + 1), filename or "upload", space)
         else:
-            query, latent = archive_spectrum(identifier)
-        neighbours = nearest(latent, int(k))
+            query, latent = archive_spectrum(identifier, space)
+        neighbours = nearest(latent, int(k), space)
     except ReaderError as err:  # an archive file changed under its row
         raise base.ValidationError(f"cannot serve this archive spectrum: "
                                    f"{err}", "ID") from None

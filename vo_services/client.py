@@ -6,10 +6,11 @@ Needs only pyvo and astropy (no DaCHS)::
     nearest_spectra("http://localhost:8080", "miles_m0028", k=5)
     nearest_spectra("http://localhost:8080", "my_spectrum.fits")
     nearest_spectra("http://localhost:8080", (wavelength, flux))
+    nearest_spectra("http://localhost:8080", "miles_m0028", space="pca_blue")
 
 An identifier is answered by TAP with the ``gavo_spectrum_distance`` ADQL
-function; a file or arrays are sent to the search-by-example service as a
-DALI upload.
+function on the space's table (from ``retrspect.spaces``); a file or
+arrays are sent to the search-by-example service as a DALI upload.
 """
 from __future__ import annotations
 
@@ -49,9 +50,27 @@ def _csv_bytes(wavelength, flux) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def space_table(tap, space: str) -> str:
+    """The TAP table holding a latent space's vectors (``retrspect.spaces``).
+
+    Raises
+    ------
+    ValueError
+        The archive has no such space.
+    """
+    rows = tap.search("SELECT space_name, vector_table FROM retrspect.spaces"
+                      ).to_table()
+    tables = {str(name): str(table) for name, table in
+              zip(rows["space_name"], rows["vector_table"])}
+    if space not in tables:
+        raise ValueError(f"no latent space {space!r} in this archive; it has "
+                         f"{', '.join(sorted(tables))}")
+    return tables[space]
+
+
 def nearest_spectra(service_url: str, spectrum, *, k: int = 10,
-                    timeout: float = 120.0) -> Table:
-    """The ``k`` archive spectra nearest to ``spectrum`` in latent space.
+                    space: str = "generic", timeout: float = 120.0) -> Table:
+    """The ``k`` archive spectra nearest to ``spectrum`` in a latent space.
 
     Parameters
     ----------
@@ -63,6 +82,9 @@ def nearest_spectra(service_url: str, spectrum, *, k: int = 10,
         arrays (Quantity, or Angstrom for plain arrays).
     k : int
         Number of neighbours (1 to 100).
+    space : str
+        The latent space to search in (``retrspect.spaces``; default
+        ``generic``, the shipped VAE's).
 
     Returns
     -------
@@ -73,7 +95,7 @@ def nearest_spectra(service_url: str, spectrum, *, k: int = 10,
     Raises
     ------
     ValueError
-        Bad ``k``.
+        Bad ``k``, or a space the archive does not have.
     pyvo.dal.DALServiceError, pyvo.dal.DALQueryError
         The service refused the request (the message says why).
     """
@@ -84,13 +106,15 @@ def nearest_spectra(service_url: str, spectrum, *, k: int = 10,
     root = service_url.rstrip("/")
     if _is_identifier(spectrum):
         tap = pyvo.dal.TAPService(root + TAP_PATH)
+        table = space_table(tap, space)
         return tap.search(
-            f"SELECT TOP {int(k)} m.obs_id, m.pubdid, "
-            f"gavo_spectrum_distance(m.latent, {_adql_string(spectrum)}) "
+            f"SELECT TOP {int(k)} v.obs_id, v.pubdid, "
+            f"gavo_spectrum_distance(v.latent, {_adql_string(spectrum)}) "
             "AS dist, s.ssa_targname, s.ssa_collection, m.ml_class, "
             "m.redshift, s.accref AS access_url "
-            "FROM retrspect.ml_results AS m JOIN retrspect.spectra AS s "
-            "ON s.ssa_pubdid = m.pubdid ORDER BY dist").to_table()
+            f"FROM {table} AS v JOIN retrspect.spectra AS s "
+            "ON s.ssa_pubdid = v.pubdid LEFT OUTER JOIN retrspect.ml_results "
+            "AS m ON m.pubdid = v.pubdid ORDER BY dist").to_table()
 
     if isinstance(spectrum, (str, os.PathLike)):
         path = Path(spectrum)
@@ -101,7 +125,8 @@ def nearest_spectra(service_url: str, spectrum, *, k: int = 10,
     session = pyvo.utils.http.create_session()
     response = session.post(
         root + BYEXAMPLE_PATH,
-        data={"UPLOAD": "spectrum,param:upload", "k": str(int(k))},
+        data={"UPLOAD": "spectrum,param:upload", "k": str(int(k)),
+              "space": space},
         files={"upload": (name, data)}, timeout=timeout)
     if response.status_code == 413:
         raise pyvo.dal.DALServiceError(

@@ -20,6 +20,7 @@ def deploy(resdir: Path) -> None:
     """Link the RD, stage the bundled spectra, import, previews, serve."""
     resdir = Path(resdir).resolve()
     server.link_resdir(resdir)
+    link_cards(resdir)
     examples_changed = server.install_tap_examples(
         resdir / "etc" / "tapexamples.xml")
     made = stage_bundled(resdir / "data")
@@ -43,12 +44,54 @@ def ingest_environment(*, workers=None, dask=None, model_dir=None,
             os.environ[key] = str(value)
 
 
+def check_models() -> list[str]:
+    """Refuse, before anything is written, a models directory with a file
+    that breaks the contract (the error names the file and the field) or a
+    VAE that does not fit the generic space's table; returns the plug-in
+    spaces' names."""
+    from gavo import api
+    from retrspect.ingest.pipeline import IngestOptions
+    from retrspect.vo_services.similarity import table_models
+    if not IngestOptions.from_environment().use_models:
+        return []
+    return sorted(table_models(api.getRD(RD_ID)).spaces)
+
+
+def sync_space_tables() -> None:
+    """Drop the tables of spaces whose model was removed, or replaced by one
+    with other columns (they are re-made and re-embedded next)."""
+    from gavo import api
+    from retrspect.vo_services.spaces import outdated_tables
+    outdated = outdated_tables(api.getRD(RD_ID))
+    if outdated:
+        print(f"[import] dropping {', '.join(outdated)}: their space's model "
+              "was removed or changed shape")
+        server.dachs("purge", *outdated)
+
+
+def link_cards(resdir: Path) -> None:
+    """Serve the installed models' cards (``<models>/cards``) as static
+    files of the resource directory (``resdir/cards``)."""
+    from retrspect.ingest.infer import model_dir_from_environment
+    target = Path(model_dir_from_environment()).resolve() / "cards"
+    link = Path(resdir) / "cards"
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target)
+
+
 def import_new() -> None:
     """Import new source files (incremental), then re-embed what the current
-    model versions must (atomically)."""
+    model versions must, one space at a time (each atomically)."""
+    spaces = check_models()
+    sync_space_tables()
     server.dachs("imp", "-c", RD_ID)
-    server.dachs("imp", RD_ID, "reembed")
-    server.dachs("imp", RD_ID, "make_spaces")  # the counts follow the data
+    # one transaction per data: each space is swapped alone; the views and
+    # the spaces table (its counts follow the data) come after
+    server.dachs("imp", RD_ID, "reembed", *[f"reembed_{s}" for s in spaces],
+                 *[f"view_{s}" for s in spaces], "make_spaces")
     # the import re-makes the view when it adds rows; make it if it is missing
     if not table_exists("retrspect.spectra"):
         server.dachs("imp", RD_ID, "make_view")

@@ -121,11 +121,25 @@ def _sql_literal(text: str) -> str:
 
 
 def current_model_ids(rd) -> dict[str, str]:
-    """kind -> model id of the models ingest would run now."""
+    """kind -> model id of the built-in models ingest would run now (the
+    generic space's table, ml_results)."""
     if not pipeline.IngestOptions.from_environment().use_models:
         return {}
     return {kind: model.model_id
-            for kind, model in table_models(rd).models.items()}
+            for kind, model in table_models(rd).builtin.items()}
+
+
+def space_model_id(rd, space: str) -> str | None:
+    """The model id a plug-in space's vectors must have now (None: models
+    switched off)."""
+    if not pipeline.IngestOptions.from_environment().use_models:
+        return None
+    return table_models(rd).select(space).models[space].model_id
+
+
+def _space_store(rd, space: str) -> str:
+    """The table holding every spectrum a plug-in space's model has seen."""
+    return rd.getById(f"space_{space}_all").getQName()
 
 
 def delete_stale_results(table, rd) -> None:
@@ -148,13 +162,48 @@ def iter_reembed_rows(rd) -> Iterator[dict]:
     model_ids = current_model_ids(rd)
     if not model_ids:
         return
-    stale = _query(f"SELECT r.obs_id, r.source_file "
-                   f"{unembedded_spectra(info['raw'], info['ml'], model_ids)}")
+    yield from _rows_of(rd, f"SELECT r.obs_id, r.source_file "
+                        f"{unembedded_spectra(info['raw'], info['ml'], model_ids)}",
+                        only="generic")
+
+
+def iter_space_reembed_rows(rd, space: str) -> Iterator[dict]:
+    """Rows of one plug-in space for every spectrum its current model has
+    not seen (new model version, or a new space); the stale ones are
+    deleted in the same transaction (the RD's ``reembed_<space>``)."""
+    model_id = space_model_id(rd, space)
+    if model_id is None:
+        return
+    raw = rd.getById("raw_data").getQName()
+    yield from _rows_of(
+        rd, f"SELECT r.obs_id, r.source_file FROM {raw} AS r LEFT JOIN "
+            f"{_space_store(rd, space)} AS s ON s.pubdid = r.ssa_pubdid "
+            f"WHERE s.pubdid IS NULL OR s.model IS DISTINCT FROM "
+            f"{_sql_literal(model_id)}", only=space)
+
+
+def delete_stale_space_rows(table, space: str) -> None:
+    """In a space's re-embedding transaction: drop vectors of other models."""
+    rd = table.tableDef.rd
+    model_id = space_model_id(rd, space)
+    if model_id is not None:
+        table.connection.execute(
+            f"DELETE FROM {_space_store(rd, space)} WHERE model IS DISTINCT "
+            f"FROM {_sql_literal(model_id)}")
+
+
+def _rows_of(rd, stale_sql: str, only: str) -> Iterator[dict]:
+    """Rows, made by the models of ``only``, for the spectra (obs_id,
+    source_file) the query finds; other spectra of their files are read but
+    not returned."""
+    info = _table_info(rd)
+    stale = _query(stale_sql)
     wanted = {obs_id for obs_id, _ in stale}
     inputs_dir = _inputs_dir()
     paths = sorted({os.path.join(inputs_dir, f) for _, f in stale})
     options = pipeline.IngestOptions.from_environment(
-        latent_dim=info["latent_dim"], latent_metric=info["latent_metric"])
+        latent_dim=info["latent_dim"], latent_metric=info["latent_metric"],
+        only=only)
     summary = pipeline.IngestSummary()
     for row in pipeline.run(paths, inputs_dir, options, summary):
         if row["obs_id"] in wanted:

@@ -39,11 +39,16 @@ class CheckFailed(RetrspectError):
     """A check's reason for failing (its message is shown)."""
 
 
-def _one_value(sql: str, params: dict | None = None):
+def _one_row(sql: str, params: dict | None = None):
     from gavo import base
     with base.getTableConn() as conn:
         rows = list(conn.query(sql, params or {}))
-    return rows[0][0] if rows else None
+    return rows[0] if rows else None
+
+
+def _one_value(sql: str, params: dict | None = None):
+    row = _one_row(sql, params)
+    return row[0] if row else None
 
 
 def check_database() -> str:
@@ -78,21 +83,26 @@ def check_tables() -> str:
         if not table_exists(name):
             raise CheckFailed(f"{name} does not exist; run 'retrspect deploy'")
     spectra = _one_value("SELECT count(*) FROM retrspect.raw_data")
-    index = _one_value(
-        "SELECT indexname FROM pg_indexes WHERE schemaname = 'retrspect' "
-        "AND tablename = 'ml_results' AND indexdef ILIKE %(hnsw)s",
-        {"hnsw": "%USING hnsw%"})
     if not spectra:
         raise CheckFailed("retrspect.raw_data is empty")
-    if index is None:
-        raise CheckFailed("retrspect.ml_results has no HNSW index on latent")
-    return f"{spectra} spectra; HNSW index {index}"
+    from retrspect.vo_services.similarity import space_columns
+    indexes = []
+    for name, column in sorted(space_columns().items()):
+        schema, table = column.store.split(".")
+        index = _one_value(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %(schema)s "
+            "AND tablename = %(table)s AND indexdef ILIKE %(hnsw)s",
+            {"schema": schema, "table": table, "hnsw": "%USING hnsw%"})
+        if index is None:
+            raise CheckFailed(f"{column.store} (space {name}) has no HNSW "
+                              "index on latent")
+        indexes.append(index)
+    return f"{spectra} spectra; HNSW indexes {', '.join(indexes)}"
 
 
 def check_models() -> str:
     from retrspect.ingest.infer import choose_providers, model_dir_from_environment
     from retrspect.ingest.pipeline import IngestOptions
-    from retrspect.ingest.preprocess import MIN_GRID_COVERAGE
     from retrspect.vo_services.similarity import table_models
     if not IngestOptions.from_environment().use_models:
         return "models switched off (RETRSPECT_NO_MODELS)"
@@ -100,27 +110,47 @@ def check_models() -> str:
         models = table_models()
     except ModelError as error:  # names the file and the problem
         raise CheckFailed(str(error)) from None
-    ids = {kind: model.model_id for kind, model in models.models.items()}
-    missing = {"vae", "classifier", "velocity"} - set(ids)
+    missing = {"vae", "classifier", "velocity"} - set(models.models)
     if missing:
         raise CheckFailed(f"no {', '.join(sorted(missing))} model in "
                           f"{model_dir_from_environment()}")
+    ids = {kind: model.model_id for kind, model in models.builtin.items()}
     behind = _one_value("SELECT count(*) " + unembedded_spectra(
         "retrspect.raw_data", "retrspect.ml_results", ids))
     if behind:
         raise CheckFailed(f"{behind} spectra have no results of the current "
                           "models; run 'retrspect import'")
-    embedded = _one_value("SELECT count(*) FROM retrspect.ml_results "
-                          "WHERE latent IS NOT NULL")
-    uncovered = _one_value("SELECT count(*) FROM retrspect.ml_results "
-                           "WHERE latent IS NULL")
     unknown = _one_value("SELECT count(*) FROM retrspect.ml_results "
                          "WHERE ml_class IS NULL AND class_uncertainty IS NOT NULL")
     _, providers = choose_providers()
-    return (f"{', '.join(sorted(ids.values()))}; {embedded} spectra embedded, "
-            f"{uncovered} cover less than {MIN_GRID_COVERAGE:.0%} of the "
-            f"grid, {unknown} classed unknown (outside the models' domain); "
-            f"{providers}")
+    return (f"{', '.join(m.model_id for _, m in sorted(models.models.items()))}; "
+            f"{check_spaces()}; {unknown} classed unknown (outside the models' "
+            f"domain); {providers}")
+
+
+def check_spaces() -> str:
+    """Per latent space: spectra embedded, and spectra its model saw that
+    cover too little of its grid; every spectrum must have been seen by
+    the space's current model."""
+    from retrspect.vo_services.similarity import model_of, space_columns
+    parts = []
+    for name, column in sorted(space_columns().items(),
+                               key=lambda item: (item[0] != "generic", item[0])):
+        model = model_of(name)
+        seen_by_model = ("TRUE" if name == "generic" else
+                         "v.model = %(model)s")
+        behind = _one_value(
+            f"SELECT count(*) FROM retrspect.raw_data AS r WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {column.store} AS v WHERE v.pubdid = r.ssa_pubdid "
+            f"AND {seen_by_model})", {"model": model.model_id})
+        if behind:
+            raise CheckFailed(f"space {name}: {behind} spectra not seen by "
+                              f"{model.model_id}; run 'retrspect import'")
+        embedded, uncovered = _one_row(
+            f"SELECT count(latent), count(*) - count(latent) FROM {column.store}")
+        parts.append(f"{name}: {embedded} embedded, {uncovered} cover less "
+                     f"than {model.min_coverage:.0%} of its grid")
+    return "; ".join(parts)
 
 
 def _get(url: str, timeout: float = 30.0) -> bytes:

@@ -64,3 +64,11 @@ def assert_reader_error():
     """``assert_reader_error(path, phrase)``: the file is refused, naming
     itself, with ``phrase`` in the reason."""
     return _assert_reader_error
+
+
+@pytest.fixture(scope="session")
+def stelib_files():
+    """Twelve bundled STELIB files (paths as text)."""
+    from retrspect.ingest.bundled import bundled_sources
+    return [str(s.path) for s in bundled_sources()
+            if s.collection == "STELIB"][:12]

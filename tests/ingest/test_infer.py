@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from retrspect.ingest import infer, pipeline, preprocess
-from retrspect.ingest.bundled import bundled_sources
 
 
 @pytest.fixture(scope="module")
@@ -16,12 +15,6 @@ def model_dir(tmp_path_factory, write_test_models):
     directory = tmp_path_factory.mktemp("models")
     write_test_models(directory)
     return directory
-
-
-@pytest.fixture(scope="module")
-def stelib_files():
-    return [str(s.path) for s in bundled_sources()
-            if s.collection == "STELIB"][:12]
 
 
 def test_provider_falls_back_to_cpu_with_one_clear_line(model_dir):
@@ -55,10 +48,10 @@ def test_forced_cpu(monkeypatch):
 
 def test_model_with_wrong_latent_dimension_is_refused(model_dir, tmp_path):
     with pytest.raises(infer.ModelError) as err:
-        infer.ModelSet.load(model_dir, latent_dim=16)
+        infer.models_for_table(16, "l2", model_dir)
     assert "vae-" in str(err.value) and "vector(16)" in str(err.value)
     with pytest.raises(infer.ModelError, match="metric"):
-        infer.ModelSet.load(model_dir, latent_metric="cosine")
+        infer.models_for_table(32, "cosine", model_dir)
 
 
 def test_not_an_onnx_file_is_refused(tmp_path):
