@@ -129,8 +129,8 @@ def _value(x) -> float | None:
 def ml_columns(models, outputs: dict, i: int) -> dict:
     """The ``ml_results`` columns of the i-th spectrum of a batch.
 
-    A model whose grid the spectrum covers less than
-    :data:`ingest.preprocess.MIN_GRID_COVERAGE` of gives no answer: its
+    A model whose grid the spectrum covers less than its ``min_coverage``
+    (:data:`ingest.preprocess.MIN_GRID_COVERAGE`) of gives no answer: its
     output columns are NULL (no latent, so no neighbours made of padding),
     and its model column still names it, so re-embedding knows the spectrum
     was seen.  A spectrum outside the models' domain
@@ -138,7 +138,7 @@ def ml_columns(models, outputs: dict, i: int) -> dict:
     but gets no class.
     """
     def answered(kind: str) -> bool:
-        return outputs[kind]["grid_coverage"][i] >= MIN_GRID_COVERAGE
+        return outputs[kind]["grid_coverage"][i] >= models.models[kind].min_coverage
 
     row = {}
     if "vae" in outputs:
@@ -237,10 +237,20 @@ def infer_batch(spectra, models, batch_size: int = 256,
     rest = [key for key, m in models.models.items() if m.frame == "rest"]
     outputs = _run_models(spectra, models, observed, None, batch_size, seconds)
     if rest:
-        z = (outputs["velocity"]["redshift"] if "velocity" in outputs
-             else np.full(len(spectra), np.nan))
+        z = published_redshift(models, outputs, len(spectra))
         outputs.update(_run_models(spectra, models, rest, z, batch_size, seconds))
     return outputs
+
+
+def published_redshift(models, outputs: dict, n: int) -> np.ndarray:
+    """The redshift ml_results publishes for each of ``n`` spectra, NaN
+    where it publishes NULL (too little of the velocity model's grid
+    covered, or no answer): what rest-frame spaces shift by."""
+    if "velocity" not in outputs:
+        return np.full(n, np.nan)
+    out = outputs["velocity"]
+    answered = out["grid_coverage"] >= models.models["velocity"].min_coverage
+    return np.where(answered, out["redshift"], np.nan)
 
 
 def _run_models(spectra, models, keys, redshifts, batch_size, seconds) -> dict:

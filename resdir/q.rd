@@ -262,7 +262,12 @@
           </events>
         </LOOP>
         <index columns="obs_id"/>
+        <!-- m and ef_construction above pgvector's defaults (16, 64): with
+          those, a vector far from all others (a quasar in pca_blue) was not
+          reachable from the graph, so not even a search with its own vector
+          found it; tests/stack/test_spaces.py queries every vector -->
         <index columns="latent" name="space_\space\+_latent_hnsw" method="hnsw"
+          ><option>WITH (m = 32, ef_construction = 200)</option
           >latent \opclass</index>
       </table>
 

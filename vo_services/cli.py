@@ -140,10 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         # everything after the subcommand belongs to the training command,
         # options first included (argparse's REMAINDER drops leading options)
         return training_command(argv[0], argv[1:])
+    from retrspect.ingest.errors import RetrspectError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except RuntimeError as err:
+    except (RuntimeError, RetrspectError) as err:
         print(f"retrspect {args.command}: {err}", file=sys.stderr)
         return 1
 

@@ -183,13 +183,16 @@ def iter_space_reembed_rows(rd, space: str) -> Iterator[dict]:
 
 
 def delete_stale_space_rows(table, space: str) -> None:
-    """In a space's re-embedding transaction: drop vectors of other models."""
+    """In a space's re-embedding transaction: drop vectors of other models,
+    and of spectra no longer in the archive."""
     rd = table.tableDef.rd
     model_id = space_model_id(rd, space)
     if model_id is not None:
+        raw = rd.getById("raw_data").getQName()
         table.connection.execute(
-            f"DELETE FROM {_space_store(rd, space)} WHERE model IS DISTINCT "
-            f"FROM {_sql_literal(model_id)}")
+            f"DELETE FROM {_space_store(rd, space)} AS s WHERE s.model IS "
+            f"DISTINCT FROM {_sql_literal(model_id)} OR NOT EXISTS (SELECT 1 "
+            f"FROM {raw} AS r WHERE r.ssa_pubdid = s.pubdid)")
 
 
 def _rows_of(rd, stale_sql: str, only: str) -> Iterator[dict]:

@@ -79,10 +79,12 @@ def staged_batch():
     _write_batch(STAGE)
     yield STAGE
     shutil.rmtree(STAGE, ignore_errors=True)
+    from retrspect.vo_services.similarity import space_columns
     with base.getDBConnection("admin") as conn, conn.cursor() as cursor:
-        cursor.execute("DELETE FROM retrspect.ml_results WHERE obs_id IN "
-                       "(SELECT obs_id FROM retrspect.raw_data WHERE "
-                       "source_file LIKE %(p)s)", {"p": SOURCE_PREFIX + "%"})
+        for column in space_columns().values():  # ml_results and each store
+            cursor.execute(f"DELETE FROM {column.store} WHERE obs_id IN "
+                           "(SELECT obs_id FROM retrspect.raw_data WHERE "
+                           "source_file LIKE %(p)s)", {"p": SOURCE_PREFIX + "%"})
         cursor.execute("DELETE FROM dc.products WHERE accref IN (SELECT "
                        "accref FROM retrspect.raw_data WHERE source_file "
                        "LIKE %(p)s)", {"p": SOURCE_PREFIX + "%"})

@@ -133,20 +133,22 @@ def _product(base_url, row, mime=None, band=None) -> bytes:
     return response.content
 
 
-def _upload(base_url, name: str, data: bytes, k: int = 3):
+def _upload(base_url, name: str, data: bytes, k: int = 3, space: str = "generic"):
     path = f"/tmp/retrspect-test-{os.getpid()}-{name}"
     with open(path, "wb") as stream:
         stream.write(data)
     try:
-        return nearest_spectra(base_url, path, k=k)
+        return nearest_spectra(base_url, path, k=k, space=space)
     finally:
         os.unlink(path)
 
 
-def _one_per_collection(sql, db, rows) -> list[dict]:
+def _one_per_collection(sql, db, rows, space: str = "generic") -> list[dict]:
+    """A spectrum of each collection with a vector in ``space``."""
+    table = sql(db, "SELECT vector_table FROM retrspect.spaces WHERE "
+                    "space_name = %(s)s", {"s": space})[0][0]
     covered = {obs_id for obs_id, in sql(
-        db, "SELECT obs_id FROM retrspect.ml_results "
-            "WHERE latent IS NOT NULL")}
+        db, f"SELECT obs_id FROM {table} WHERE latent IS NOT NULL")}
     chosen = {}
     for row in rows:
         if row["obs_id"] in covered:
@@ -154,17 +156,23 @@ def _one_per_collection(sql, db, rows) -> list[dict]:
     return list(chosen.values())
 
 
-def test_served_products_come_back_as_themselves(base_url, db, rows, sql):
+@pytest.mark.parametrize("space, collections", [
+    ("generic", {"MILES", "STELIB", "MaNGA", "XSL", "linetools-QSO"}),
+    # a rest-frame window: the galaxies' uploads are shifted by the z the
+    # velocity model measures on them, as at ingest
+    ("pca_blue", {"MILES", "STELIB", "MaNGA", "XSL", "linetools-QSO"})])
+def test_served_products_come_back_as_themselves(base_url, db, rows, sql,
+                                                 space, collections):
     """getData as SDM VOTable (binary and tabledata), FITS and CSV, for one
-    spectrum of every collection, uploaded unchanged: itself first."""
-    chosen = _one_per_collection(sql, db, rows)
-    assert {r["ssa_collection"] for r in chosen} == {
-        "MILES", "STELIB", "MaNGA", "XSL", "linetools-QSO"}
+    spectrum of every collection with a vector in the space, uploaded
+    unchanged and searched in that space: itself first."""
+    chosen = _one_per_collection(sql, db, rows, space)
+    assert {r["ssa_collection"] for r in chosen} == collections
     failures = []
     for row in chosen:
         for name, mime in FORMATS.items():
             result = _upload(base_url, f"{row['obs_id']}.{name}",
-                             _product(base_url, row, mime))
+                             _product(base_url, row, mime), space=space)
             if result["obs_id"][0] != row["obs_id"] or result["dist"][0] > 1e-4:
                 failures.append((row["obs_id"], name, result["obs_id"][0],
                                  float(result["dist"][0])))
