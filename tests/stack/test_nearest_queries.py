@@ -250,9 +250,10 @@ def test_every_tap_example_runs(tap):
     """What a TOPCAT user copies from /tap/examples works as it stands."""
     examples = tap.examples
     assert len(examples) >= 9
-    knn = 0
+    knn = other_space = 0
     for example in examples:
         rows = tap.search(example["QUERY"]).to_table()
         assert len(rows) > 0, example["QUERY"]
         knn += "gavo_" in example["QUERY"]
-    assert knn >= 4
+        other_space += "retrspect.space_pca_blue" in example["QUERY"]
+    assert knn >= 4 and other_space >= 1
