@@ -37,10 +37,14 @@ def space_sets(write_test_models, write_space_model):
 
 @pytest.fixture(scope="module")
 def bench(space_sets, bench_tools):
+    def drop():
+        # the RD declares the space tiny only when it sees its model
+        bench_tools.dachs("drop", bench_tools.BENCH_RD, check=False,
+                          env={"RETRSPECT_MODEL_DIR": str(space_sets["v1"])})
     bench_tools.write_bench_rd(bench_tools.make_files(N_FILES))
-    bench_tools.dachs("drop", bench_tools.BENCH_RD, check=False)
+    drop()
     yield bench_tools
-    bench_tools.dachs("drop", bench_tools.BENCH_RD, check=False)
+    drop()
 
 
 def _env(bench, model_dir: Path) -> dict:
