@@ -312,6 +312,14 @@ def rebin(wavelength, flux, good, variance, edges):
         pixel divided by the number of input pixels averaged (at least 1).
     """
     x = np.asarray(wavelength, dtype=np.float64)
+    # only the input pixels around the output range count: a window grid
+    # then costs its own width, not the whole spectrum's
+    first = max(int(np.searchsorted(x, edges[0], side="right")) - 1, 0)
+    last = min(int(np.searchsorted(x, edges[-1], side="left")) + 1, x.size)
+    if last - first >= 2 and (first > 0 or last < x.size):
+        x, flux, good = x[first:last], flux[first:last], good[first:last]
+        if variance is not None:
+            variance = variance[first:last]
     rows = 2 if variance is None else 3
     y = np.zeros((rows, x.size))
     y[0] = good
