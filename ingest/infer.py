@@ -116,10 +116,8 @@ def load_model(path, threads: int | None = None) -> OnnxModel:
     import onnxruntime as ort
 
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ModelError(path, f"cannot read the model file ({err})") from None
+    data = _read(path)
+    description = read_description(path, data)
     providers, _ = choose_providers()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
@@ -133,17 +131,20 @@ def load_model(path, threads: int | None = None) -> OnnxModel:
         session = ort.InferenceSession(data, options, providers=list(providers))
     except Exception as err:  # onnxruntime raises its own untyped errors
         raise ModelError(path, f"not a loadable ONNX model ({err})") from err
-    description = contract.describe(
-        path, data, dict(session.get_modelmeta().custom_metadata_map),
-        {i.name: i.shape for i in session.get_inputs()},
-        {o.name: o.shape for o in session.get_outputs()})
     return OnnxModel(description, session)
 
 
-def read_description(path) -> contract.ModelDescription:
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ModelError(path, f"cannot read the model file ({err})") from None
+
+
+def read_description(path, data: bytes | None = None) -> contract.ModelDescription:
     """What a model file says of itself, checked against the contract,
-    without an inference session: for code that only needs the metadata
-    (the RD's generated space tables, in every DaCHS process).
+    without an inference session (the RD's generated space tables need
+    only this, in every DaCHS process).
 
     Raises
     ------
@@ -152,9 +153,9 @@ def read_description(path) -> contract.ModelDescription:
     from onnx.onnx_ml_pb2 import ModelProto
 
     path = Path(path)
+    data = _read(path) if data is None else data
+    proto = ModelProto()
     try:
-        data = path.read_bytes()
-        proto = ModelProto()
         proto.ParseFromString(data)
     except Exception as err:  # protobuf raises its own DecodeError
         raise ModelError(path, f"not a readable ONNX model ({err})") from None
@@ -175,8 +176,7 @@ def installed_descriptions(model_dir: Path | None = None) -> dict[str, contract.
     in the models directory that follows the contract; a file that does
     not is logged and left out (the import refuses it by name)."""
     model_dir = Path(model_dir or model_dir_from_environment())
-    files = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(model_dir.glob("*.onnx")))
-    return _descriptions(model_dir, files)
+    return _descriptions(model_dir, _listing(model_dir))
 
 
 @lru_cache(maxsize=4)
@@ -261,15 +261,27 @@ class ModelSet:
                 for key in (self.models if keys is None else keys)}
 
 
-@lru_cache(maxsize=8)
 def installed_models(model_dir: Path | None = None,
                      threads: int | None = None) -> ModelSet:
     """Every model in the models directory, loaded once per process
-    (ingest workers, the server, health checks).
+    (ingest workers, the server, health checks) and again when the
+    directory's files change (a model added, replaced or removed).
 
     ``model_dir`` None: :func:`model_dir_from_environment`.
     """
-    return ModelSet.load(model_dir or model_dir_from_environment(), threads=threads)
+    model_dir = Path(model_dir or model_dir_from_environment())
+    return _load_models(model_dir, _listing(model_dir), threads)
+
+
+def _listing(model_dir: Path) -> tuple:
+    """The model files of a directory, with their modification times."""
+    return tuple((p.name, p.stat().st_mtime_ns)
+                 for p in sorted(model_dir.glob("*.onnx")))
+
+
+@lru_cache(maxsize=8)
+def _load_models(model_dir: Path, listing: tuple, threads: int | None) -> ModelSet:
+    return ModelSet.load(model_dir, threads=threads)
 
 
 def models_for_table(latent_dim: int | None, latent_metric: str | None,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 from retrspect.ingest.contract import GENERIC_SPACE, METRICS as OPERATORS
 from retrspect.ingest.errors import RetrspectError
@@ -97,8 +96,9 @@ def latent_column(rd=None) -> SpaceColumn:
     return space_column(GENERIC_SPACE, rd)
 
 
-@lru_cache(maxsize=1)
 def _own_space_columns() -> dict[str, SpaceColumn]:
+    # not cached here: DaCHS caches the RD and re-reads it on a reload,
+    # which is when spaces come and go
     from gavo import api
     return space_columns(api.getRD(RD_ID))
 

@@ -54,15 +54,36 @@ def _plain(text: str) -> str:
     return " ".join(str(text).replace("\\", "/").split())
 
 
+def card_path(name: str) -> Path:
+    """Where a space's model card is: ``cards/<name>.md`` in the models
+    directory (``vae.md`` for generic)."""
+    from retrspect.ingest.infer import model_dir_from_environment
+    stem = "vae" if name == GENERIC_SPACE else name
+    return Path(model_dir_from_environment()) / "cards" / f"{stem}.md"
+
+
+def card_summary(name: str) -> str | None:
+    """The first paragraph after a card's title (None: no card)."""
+    try:
+        text = card_path(name).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    paragraphs = [p for p in text.split("\n\n") if p.strip()]
+    body = [p for p in paragraphs if not p.lstrip().startswith("#")]
+    return _plain(body[0]) if body else None
+
+
 def describe(model) -> str:
-    """A space's description, from what its model says of itself."""
+    """A plug-in space's description: its card's summary, and what its
+    model says of itself."""
     grid = model.grid
-    return _plain(
-        f"Latent space {model.key}: vectors of {model.model_id}, "
-        f"{model.latent_dim} dimensions for {model.metric} distance, from "
-        f"spectra on {grid.describe()} in the {model.frame} frame, given to "
-        f"spectra covering at least {model.min_coverage:.0%} of it; trained on "
-        f"{model.metadata.get('training_data', 'n/a')}.")
+    facts = (f"Latent space {model.key}: vectors of {model.model_id}, "
+             f"{model.latent_dim} dimensions for {model.metric} distance, from "
+             f"spectra on {grid.describe()} in the {model.frame} frame, given to "
+             f"spectra covering at least {model.min_coverage:.0%} of it; trained "
+             f"on {model.metadata.get('training_data', 'n/a')}.")
+    summary = card_summary(model.key)
+    return _plain(f"{summary} {facts}" if summary else facts)
 
 
 def loop_items():
@@ -112,13 +133,13 @@ def counts_sql() -> str:
 
 
 def card_url(rd, name: str) -> str | None:
-    """The URL of a space's model card, when the archive serves one."""
+    """The URL of a space's model card (deploy links ``resdir/cards`` to the
+    models directory's cards), when there is one."""
     from gavo.base import makeAbsoluteURL
-    stem = "vae" if name == GENERIC_SPACE else name
-    cards = Path(rd.resdir) / "cards"
-    if not (cards / f"{stem}.md").is_file():
+    path = card_path(name)
+    if not path.is_file():
         return None
-    return makeAbsoluteURL(f"{rd.sourceId}/cards/static/{stem}.md")
+    return makeAbsoluteURL(f"{rd.sourceId}/cards/static/{path.name}")
 
 
 def space_rows(rd) -> list[dict]:

@@ -262,3 +262,42 @@ def test_a_contract_breaking_model_is_refused_before_anything_is_written(
     assert "Making data" not in result.stdout + result.stderr
     assert sql(db, "SELECT count(*), max(latent_model) FROM retrspect.ml_results") == before
 
+
+
+def test_a_space_dropped_in_is_published_and_removed_without_code(
+        write_space_model, tap, base_url, db, sql):
+    """A third-party file copied into the models directory becomes a TAP
+    table (in TAP_SCHEMA, queryable through the server, in
+    retrspect.spaces) at the next `retrspect import`; removed, it is gone
+    from all three at the next one."""
+    import pyvo
+    from retrspect.ingest.infer import DEFAULT_MODEL_DIR
+    from retrspect.ingest.preprocess import MODEL_GRID
+
+    command = [str(Path(sys.executable).parent / "retrspect"), "import"]
+    path = write_space_model(DEFAULT_MODEL_DIR, space="third", dim=6,
+                             grid=MODEL_GRID)
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=900)
+        listed = tap.search("SELECT space_name, n_vectors FROM retrspect.spaces "
+                            "WHERE space_name = 'third'").to_table()
+        assert len(listed) == 1 and int(listed["n_vectors"][0]) > 1200
+        columns = tap.search("SELECT column_name, unit, ucd FROM TAP_SCHEMA.columns "
+                             "WHERE table_name = 'retrspect.space_third'").to_table()
+        assert {"latent", "level", "p_blue", "p_red"} <= set(columns["column_name"])
+        rows = tap.search("SELECT TOP 3 obs_id, gavo_spectrum_distance(latent, "
+                          "'miles_m0028') AS d FROM retrspect.space_third "
+                          "ORDER BY d").to_table()
+        assert rows["obs_id"][0] == "miles_m0028" and rows["d"][0] == 0
+        assert nearest_spectra(base_url, "miles_m0028", k=1,
+                               space="third")["obs_id"][0] == "miles_m0028"
+    finally:
+        path.unlink()
+        subprocess.run(command, check=True, capture_output=True, timeout=900)
+    assert tap.search("SELECT space_name FROM retrspect.spaces").to_table()[
+        "space_name"].tolist() == ["generic", PLUGIN]
+    assert len(tap.search("SELECT * FROM TAP_SCHEMA.columns WHERE table_name "
+                          "= 'retrspect.space_third'").to_table()) == 0
+    with pytest.raises(pyvo.dal.DALQueryError, match="space_third"):
+        tap.search("SELECT TOP 1 * FROM retrspect.space_third")
+    assert sql(db, "SELECT to_regclass('retrspect.space_third_all')") == [(None,)]
