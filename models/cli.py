@@ -617,15 +617,73 @@ def benchmark(argv) -> int:
     return 0
 
 
+def train_space(argv) -> int:
+    """Train a latent space on the archive's ingested spectra, export it under
+    the contract with its card into the models directory; the next
+    `retrspect import` embeds every covering spectrum."""
+    import sys
+    from retrspect.ingest.infer import model_dir_from_environment
+    from retrspect.models import archive_space as S
+    parser = argparse.ArgumentParser(prog="retrspect train-space", description=train_space.__doc__)
+    parser.add_argument("name", help="the space's name (lower-case letters, digits, _)")
+    parser.add_argument("--collections", nargs="+", required=True,
+                        help="collections (ssa_collection) to learn from")
+    parser.add_argument("--window", nargs=2, type=float, required=True, metavar=("MIN", "MAX"),
+                        help="the grid's range in vacuum Angstrom")
+    parser.add_argument("--npix", type=int, required=True, help="pixels of the (log-lambda) grid")
+    parser.add_argument("--resolving-power", type=float, default=None,
+                        help="blur sharper spectra to this resolving power (default: none)")
+    parser.add_argument("--frame", choices=["observed", "rest"], default="observed",
+                        help="rest: spectra are shifted by their published redshift")
+    parser.add_argument("--labels", nargs="*", default=[],
+                        help="numeric columns of retrspect.raw_data for weak supervision")
+    parser.add_argument("--supervise", type=float, default=S.SpaceSpec.supervise,
+                        help="weight of the weak supervision")
+    parser.add_argument("--min-coverage", type=float, default=S.SpaceSpec.min_coverage)
+    parser.add_argument("--latent-dim", type=int, default=S.SpaceSpec.latent_dim)
+    parser.add_argument("--epochs", type=int, default=S.SpaceSpec.epochs)
+    parser.add_argument("--pool", type=int, default=S.SpaceSpec.pool,
+                        help="augmented observations per epoch")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="read at most this many spectra (the first by obs_id)")
+    parser.add_argument("--seed", type=int, default=S.SpaceSpec.seed)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the models directory (default: the one the archive uses)")
+    args = parser.parse_args(argv)
+    spec = S.SpaceSpec(args.name, tuple(args.collections), args.window[0], args.window[1],
+                       args.npix, args.resolving_power, args.frame, tuple(args.labels),
+                       args.supervise, args.min_coverage, args.latent_dim, args.epochs,
+                       args.pool, seed=args.seed, device=args.device, limit=args.limit)
+    try:
+        started = time.perf_counter()
+        items = S.load_archive(spec)
+        model, history, device = S.train_space(items, spec)
+        figures = S.evaluate_space(model, items, spec)
+        path = S.publish(model, spec, figures, history, device,
+                         args.out or model_dir_from_environment(),
+                         seconds=time.perf_counter() - started)
+    except S.SpaceTrainingError as err:
+        print(f"retrspect train-space: {err}", file=sys.stderr)
+        return 1
+    _log(f"wrote {path} and its card; figures: {json.dumps(figures, default=float)}")
+    _log("run `retrspect import` to embed the archive's spectra in the new space")
+    return 0
+
+
+COMMANDS = {"train": train, "export": export, "analyse": analyse, "benchmark": benchmark,
+            "train-space": train_space}
+
+
 def main(argv=None) -> int:
-    """``python -m models.cli train|export|analyse|benchmark ...``: the checkout's code
-    (the ``retrspect`` script imports the installed copy)."""
+    """``python -m models.cli train|export|analyse|benchmark|train-space ...``: the
+    checkout's code (the ``retrspect`` script imports the installed copy)."""
     import sys
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("train", "export", "analyse", "benchmark"):
-        print("usage: python -m models.cli {train,export,analyse,benchmark} [options]")
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m models.cli {{{','.join(COMMANDS)}}} [options]")
         return 2
-    return globals()[argv[0]](argv[1:])
+    return COMMANDS[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

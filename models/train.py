@@ -409,7 +409,10 @@ def vae_loss(model, flux, weight, target, mask, cfg, generator=None, params=None
     kl = 0.5 * (mean ** 2 + logvar.exp() - 1.0 - logvar).sum(1)
     total = recon + cfg.kl_weight * kl
     if cfg.vae_supervise and params is not None:
-        total = total + cfg.vae_supervise * ((mean[:, :3] - params) ** 2 * known).sum(1)
+        # the first len(params) dimensions (log Teff, log g, [Fe/H] for the
+        # generic VAE; a trained space's label columns)
+        tied = mean[:, :params.shape[1]]
+        total = total + cfg.vae_supervise * ((tied - params) ** 2 * known).sum(1)
     if cfg.vae_consistency:
         clean_mean, _ = model.encode(target, mask)
         spread = batch_spread(clean_mean) if cfg.vae_align_standardised else 1.0

@@ -124,14 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, text in (("train", "train the models on the bundled spectra"),
                        ("export", "export trained models to ONNX"),
-                       ("analyse", "latent-space analysis and plots")):
+                       ("analyse", "latent-space analysis and plots"),
+                       ("train-space", "train a latent space on the archive's "
+                                       "own spectra (see models/CONTRACT.md)")):
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER,
                        help="arguments for the models command")
     return parser
 
 
-MODEL_COMMANDS = ("train", "export", "analyse")
+MODEL_COMMANDS = ("train", "export", "analyse", "train-space")
 
 
 def main(argv: list[str] | None = None) -> int:

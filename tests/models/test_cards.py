@@ -292,7 +292,7 @@ def test_write_all(inputs, tmp_path):
 # The templates hold prose, not figures
 # --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", (*NAMES, "space"))
 def test_templates_hold_no_typed_numbers(name):
     assert typed_numbers((TEMPLATES / f"{name}.md").read_text()) == []
 
