@@ -68,6 +68,12 @@ class SpaceSpec:
     supervise: float = 300.0
     min_coverage: float = 0.9
     latent_dim: int = 16
+    #: the KL term's weight (the generic VAE's is 0.5); lower keeps more of
+    #: each spectrum's identity in the latent
+    kl_weight: float = 0.5
+    #: the identity bank's temperature (the generic VAE's is 1): lower makes
+    #: a spectrum's latent nearer its own than its near twins'
+    bank_temperature: float = 1.0
     epochs: int = 30
     pool: int = 4096
     batch: int = 128
@@ -75,6 +81,8 @@ class SpaceSpec:
     seed: int = 20261202
     device: str = "auto"
     limit: int | None = None
+    #: further TrainConfig settings (``--set name=value``), for experiments
+    overrides: dict = field(default_factory=dict)
 
     @property
     def grid(self):
@@ -231,10 +239,19 @@ def _config(spec: SpaceSpec):
     """The generic VAE's losses at the space's size (no cross-library pairs:
     an archive need not hold two libraries)."""
     from retrspect.models.train import TrainConfig
-    return TrainConfig(seed=spec.seed, latent_dim=spec.latent_dim, vae_epochs=spec.epochs,
-                       vae_pool=spec.pool, batch=spec.batch,
-                       vae_supervise=spec.supervise if spec.labels else 0.0,
-                       vae_pair_weight=0.0, vae_cutout_share=0.0)
+    cfg = TrainConfig(seed=spec.seed, latent_dim=spec.latent_dim, vae_epochs=spec.epochs,
+                      kl_weight=spec.kl_weight,
+                      vae_bank_temperature=spec.bank_temperature,
+                      vae_pool=spec.pool, batch=spec.batch,
+                      vae_supervise=spec.supervise if spec.labels else 0.0,
+                      vae_pair_weight=0.0, vae_cutout_share=0.0)
+    for key, value in spec.overrides.items():
+        if not hasattr(cfg, key):
+            raise SpaceTrainingError(f"--set {key}: not a training setting")
+        kind = type(getattr(cfg, key))
+        setattr(cfg, key, value.lower() in ("1", "true", "yes") if kind is bool
+                else kind(value))
+    return cfg
 
 
 def label_targets(items, labels):
@@ -524,9 +541,37 @@ def render_card(spec, figures, history, device, path, seconds) -> str:
         "self_top5": f"{sr.get('top5', float('nan')):.3f}",
         "self_flux": f"{figures.get('self_retrieval_flux', float('nan')):.3f}",
         "knn_rows": knn_rows,
+        "against_generic": against_generic_block(spec.name, figures.get("against_generic")),
         "source_commit": source_commit_short(),
     }
     return string.Template(template).substitute(context)
+
+
+def against_generic_block(name, report) -> str:
+    """The card's comparison with generic (:func:`compare_with_generic`)."""
+    if not report:
+        return "Not compared with generic (run with --compare-generic)."
+    cross, knn, em = report["cross_library"], report["knn"], report["emission_precision"]
+    rows = [f"On the {report['n_spectra']} spectra both spaces embed:", "",
+            f"| figure | {name} | generic |", "|---|---|---|"]
+    for key in ("miles_to_stelib_hit@1", "miles_to_stelib_hit@10",
+                "stelib_to_miles_hit@1", "stelib_to_miles_hit@10"):
+        a, b = cross[name][key], cross["generic"][key]
+        rows.append(f"| same star across libraries, {key.replace('_', ' ')} "
+                    f"({cross['n_pairs']} test pairs) | {a['hit']:.2f} +- {a['se']:.2f} | "
+                    f"{b['hit']:.2f} +- {b['se']:.2f} |")
+    rows.append(f"| kNN log Teff, median error in per cent ({knn['teff_percent']['n']} test "
+                f"stars) | {knn['teff_percent'][name]:.2f} | {knn['teff_percent']['generic']:.2f} |")
+    rows.append(f"| kNN log g, median error in dex ({knn['logg_dex']['n']} test stars) | "
+                f"{knn['logg_dex'][name]:.3f} | {knn['logg_dex']['generic']:.3f} |")
+    ci = {k: em[k]["ci95"] for k in (name, "generic")}
+    rows.append(f"| emission-line precision@{em['k']}, leave-one-out over {em['n_labelled']} "
+                f"labelled spectra (95% bootstrap interval) | {em[name]['mean']:.2f} "
+                f"({ci[name][0]:.2f}-{ci[name][1]:.2f}) | {em['generic']['mean']:.2f} "
+                f"({ci['generic'][0]:.2f}-{ci['generic'][1]:.2f}) |")
+    rows += ["", f"Emission-line labels: {em['label_source']}; a window on H-alpha is "
+                 f"favoured by them by construction. Chance: {em['chance']:.3f}."]
+    return "\n".join(rows)
 
 
 def source_commit_short() -> str:
@@ -537,3 +582,101 @@ def source_commit_short() -> str:
 def spec_record(spec: SpaceSpec) -> dict:
     """The spec as JSON (kept in the card's figures file)."""
     return asdict(spec)
+
+
+# --------------------------------------------------------------------------
+# A window space against generic, on labels it cannot have learned
+# --------------------------------------------------------------------------
+
+def _onnx_latents(path, flux, weight):
+    from retrspect.ingest.infer import load_model
+    model = load_model(path, threads=2)
+    return model.run(flux, weight)[model.latent_output].astype(np.float64)
+
+
+def _ranks(queries, index, own):
+    return rank_of_own(queries, index, np.asarray(own))
+
+
+def _rate(ranks, k):
+    p = float(np.mean(np.asarray(ranks) <= k)) if len(ranks) else float("nan")
+    return {"hit": p, "se": math.sqrt(p * (1 - p) / len(ranks)) if len(ranks) else float("nan")}
+
+
+def _bootstrap(values, rng, n=2000, level=0.95):
+    values = np.asarray(values, dtype=np.float64)
+    means = values[rng.integers(0, len(values), (n, len(values)))].mean(1)
+    tail = (1 - level) / 2
+    return [float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))]
+
+
+def compare_with_generic(items, spec, space_path, generic_path, *, k=10, seed=11):
+    """A space's figures beside generic's on the same spectra (those both
+    embed): same-star retrieval across MILES and STELIB (test split),
+    kNN log Teff and log g against the catalogues (test stars from train
+    stars, k = 5), and emission-line precision@k, leave-one-out over every
+    labelled emission-line spectrum, with a bootstrap interval.  The
+    emission labels come from :func:`models.catalogue.label_item`: an MK
+    type with W, or net H-alpha emission above
+    :data:`models.catalogue.EMISSION_EW` measured on the spectrum itself."""
+    from retrspect.ingest.preprocess import MIN_GRID_COVERAGE, MODEL_GRID, grid_coverage, prepare_batch
+    from retrspect.models.catalogue import label_item
+    from retrspect.models.evaluate import knn_predict
+
+    rng = np.random.default_rng(seed)
+    g_flux, g_weight = prepare_batch([i.spectrum for i in items], MODEL_GRID)
+    both = grid_coverage(g_weight) >= MIN_GRID_COVERAGE
+    items = [i for i, b in zip(items, both) if b]
+    s_flux, s_weight = prepared(items, spec)
+    vectors = {spec.name: _onnx_latents(space_path, s_flux, s_weight),
+               "generic": _onnx_latents(generic_path, g_flux[both], g_weight[both])}
+    labels = [label_item(i.spectrum) for i in items]
+    out = {"n_spectra": len(items)}
+
+    by_object = {}
+    for n, item in enumerate(items):
+        if item.split == "test":
+            by_object.setdefault(item.object_id, {}).setdefault(item.collection, n)
+    pairs = [(c["MILES"], c["STELIB"]) for c in by_object.values()
+             if "MILES" in c and "STELIB" in c]
+    miles = [n for n, i in enumerate(items) if i.collection == "MILES"]
+    stelib = [n for n, i in enumerate(items) if i.collection == "STELIB"]
+    cross = {"n_pairs": len(pairs)}
+    for name, z in vectors.items():
+        m2s = _ranks(z[[a for a, _ in pairs]], z[stelib], [stelib.index(b) for _, b in pairs])
+        s2m = _ranks(z[[b for _, b in pairs]], z[miles], [miles.index(a) for a, _ in pairs])
+        cross[name] = {f"{d}_hit@{h}": _rate(r, h) for d, r in (("miles_to_stelib", m2s),
+                                                                ("stelib_to_miles", s2m))
+                       for h in (1, 10)}
+    out["cross_library"] = cross
+
+    knn = {}
+    for field_name, transform in (("teff", math.log10), ("logg", float)):
+        values = np.array([transform(l.teff) if field_name == "teff" and l.teff else
+                           (l.logg if field_name == "logg" and l.logg is not None else np.nan)
+                           for l in labels], dtype=np.float64)
+        index = [n for n, i in enumerate(items) if i.split == "train" and np.isfinite(values[n])]
+        queries = [n for n, i in enumerate(items) if i.split == "test" and np.isfinite(values[n])]
+        row = {"n": len(queries)}
+        for name, z in vectors.items():
+            predicted = knn_predict(z[index], values[index, None], z[queries])[:, 0]
+            error = np.abs(predicted - values[queries])
+            row[name] = float(np.median(error) * (math.log(10) * 100 if field_name == "teff" else 1))
+        knn["teff_percent" if field_name == "teff" else "logg_dex"] = row
+    out["knn"] = knn
+
+    emission = np.array([l.label == "emission_line_star" for l in labels])
+    queries = np.flatnonzero(emission)
+    precision = {"n_labelled": int(emission.sum()), "k": k,
+                 "label_source": "MK type with W, or net H-alpha emission equivalent "
+                                 "width above the catalogue threshold, measured on the "
+                                 "spectra themselves"}
+    for name, z in vectors.items():
+        d = ((z[queries][:, None, :] - z[None, :, :]) ** 2).sum(-1)
+        d[np.arange(len(queries)), queries] = np.inf          # leave one out
+        nearest = np.argsort(d, axis=1)[:, :k]
+        hits = emission[nearest].mean(1)
+        precision[name] = {"mean": float(hits.mean()), "ci95": _bootstrap(hits, rng)}
+    precision["chance"] = float(emission.mean())
+    out["emission_precision"] = precision
+    return out

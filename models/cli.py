@@ -641,6 +641,9 @@ def train_space(argv) -> int:
                         help="weight of the weak supervision")
     parser.add_argument("--min-coverage", type=float, default=S.SpaceSpec.min_coverage)
     parser.add_argument("--latent-dim", type=int, default=S.SpaceSpec.latent_dim)
+    parser.add_argument("--kl-weight", type=float, default=S.SpaceSpec.kl_weight)
+    parser.add_argument("--bank-temperature", type=float,
+                        default=S.SpaceSpec.bank_temperature)
     parser.add_argument("--epochs", type=int, default=S.SpaceSpec.epochs)
     parser.add_argument("--pool", type=int, default=S.SpaceSpec.pool,
                         help="augmented observations per epoch")
@@ -650,19 +653,34 @@ def train_space(argv) -> int:
     parser.add_argument("--seed", type=int, default=S.SpaceSpec.seed)
     parser.add_argument("--out", type=Path, default=None,
                         help="the models directory (default: the one the archive uses)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a further training setting (models.train.TrainConfig), "
+                             "e.g. --set vae_strength=0.3")
+    parser.add_argument("--compare-generic", action="store_true",
+                        help="also measure the space beside the installed generic VAE on "
+                             "the same spectra (same star across MILES and STELIB, kNN "
+                             "log Teff and log g, emission-line precision@10) for its card")
     args = parser.parse_args(argv)
     spec = S.SpaceSpec(args.name, tuple(args.collections), args.window[0], args.window[1],
                        args.npix, args.resolving_power, args.frame, tuple(args.labels),
-                       args.supervise, args.min_coverage, args.latent_dim, args.epochs,
-                       args.pool, seed=args.seed, device=args.device, limit=args.limit)
+                       args.supervise, args.min_coverage, args.latent_dim,
+                       kl_weight=args.kl_weight, bank_temperature=args.bank_temperature,
+                       epochs=args.epochs, pool=args.pool,
+                       seed=args.seed, device=args.device, limit=args.limit,
+                       overrides=dict(item.split("=", 1) for item in args.set))
     try:
         started = time.perf_counter()
         items = S.load_archive(spec)
         model, history, device = S.train_space(items, spec)
         figures = S.evaluate_space(model, items, spec)
-        path = S.publish(model, spec, figures, history, device,
-                         args.out or model_dir_from_environment(),
-                         seconds=time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        out = args.out or model_dir_from_environment()
+        path = S.publish(model, spec, figures, history, device, out, seconds=seconds)
+        if args.compare_generic:
+            from retrspect.ingest.infer import installed_models
+            vae = installed_models().models["vae"].path
+            figures["against_generic"] = S.compare_with_generic(items, spec, path, vae)
+            path = S.publish(model, spec, figures, history, device, out, seconds=seconds)
     except S.SpaceTrainingError as err:
         print(f"retrspect train-space: {err}", file=sys.stderr)
         return 1

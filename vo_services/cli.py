@@ -63,6 +63,7 @@ BENCHMARKS = {
     "ingest": "spectra/s with and without the models, memory flat in N",
     "knn": "HNSW kNN at 1M vectors: TAP and SQL latency, recall",
     "load": "50 concurrent clients: errors, latency, server memory",
+    "train_space": "training a latent space on the archive: minutes, self-retrieval",
 }
 
 
