@@ -402,8 +402,10 @@ def _user_copy_inputs(items, spec, rng, noise):
 
 def rank_of_own(queries, index, own_rows):
     """Rank of each query's own row among the index (ties count against)."""
+    if len(queries) == 0:
+        return np.zeros(0, dtype=np.intp)
     d = ((queries[:, None, :] - index[None, :, :]) ** 2).sum(-1)
-    own = d[np.arange(len(queries)), own_rows]
+    own = d[np.arange(len(queries)), np.asarray(own_rows, dtype=np.intp)]
     return (d <= own[:, None]).sum(1)
 
 
@@ -460,13 +462,19 @@ def evaluate_space(model, items, spec, *, seed=7):
 def publish(model, spec: SpaceSpec, figures: dict, history, device: str, directory,
             *, seconds: float) -> Path:
     """Write ``<name>-<hash>.onnx`` and ``cards/<name>.md`` into the models
-    directory; the file is loaded back through the contract first."""
+    directory; the file is loaded back through the contract first.  The
+    file's metrics hold the spec and the training figures, so the card can
+    be rendered again from the file alone (:func:`card_of`)."""
     import onnx
     from retrspect.ingest.contract import PREFIX, file_name
     from retrspect.ingest.infer import load_model
     from retrspect.ingest.preprocess import NORMALISATION
     from retrspect.models.export import OPSET, onnx_bytes, source_commit
 
+    figures = {**figures, "spec": spec_record(spec),
+               "training": {"seconds": round(seconds, 1), "device": device,
+                            "epochs": len(history),
+                            "final_loss": history[-1]["loss"] if history else None}}
     directory = Path(directory)
     proto = onnx.load_from_string(onnx_bytes(model, spec.npix, "vae"))
     training = (f"{figures['n_split']['train']} training spectra of this archive "
@@ -504,47 +512,64 @@ def publish(model, spec: SpaceSpec, figures: dict, history, device: str, directo
         path.unlink()
         raise
     (directory / "cards").mkdir(exist_ok=True)
-    (directory / "cards" / f"{spec.name}.md").write_text(
-        render_card(spec, figures, history, device, path, seconds))
+    (directory / "cards" / f"{spec.name}.md").write_text(card_of(path))
     return path
 
 
-def render_card(spec, figures, history, device, path, seconds) -> str:
-    """The space's card from ``cards/templates/space.md``."""
+def card_of(path) -> str:
+    """A trained space's card, from ``cards/templates/space.md`` and what
+    its file holds."""
     import string
+    from retrspect.ingest.infer import read_description
     from retrspect.models.cards import TEMPLATE_DIR
-    template = (Path(TEMPLATE_DIR) / "space.md").read_text()
+
+    description = read_description(path)
+    figures = description.info["metrics"]
+    spec, training = figures["spec"], figures["training"]
     sr = figures.get("self_retrieval", {})
+    nan = float("nan")
     knn_rows = "\n".join(
         f"| {label} | {row['n']} | {row['latent_median_abs_error']:.3g} | "
         f"{row['flux_median_abs_error']:.3g} |"
         for label, row in figures.get("knn", {}).items()) or "| (no labels) | | | |"
     context = {
-        "name": spec.name, "file_name": path.name, "version": spec.version,
-        "wave_min": f"{spec.wave_min:.0f}", "wave_max": f"{spec.wave_max:.0f}",
-        "npix": spec.npix, "frame": spec.frame,
-        "resolving_power": (f"{spec.resolving_power:.0f}" if spec.resolving_power
+        "name": spec["name"], "file_name": Path(path).name, "version": spec["version"],
+        "wave_min": f"{spec['wave_min']:.0f}", "wave_max": f"{spec['wave_max']:.0f}",
+        "npix": spec["npix"], "frame": spec["frame"],
+        "resolving_power": (f"{spec['resolving_power']:.0f}" if spec["resolving_power"]
                             else "as observed"),
-        "min_coverage": f"{spec.min_coverage:.0%}", "latent_dim": spec.latent_dim,
+        "min_coverage": f"{spec['min_coverage']:.0%}", "latent_dim": spec["latent_dim"],
         "collections": ", ".join(f"{c} ({n})" for c, n in figures["collections"].items()),
         "n_spectra": figures["n_spectra"], "n_objects": figures["n_objects"],
         "n_train": figures["n_split"]["train"], "n_val": figures["n_split"]["val"],
         "n_test": figures["n_split"]["test"],
-        "labels": ", ".join(spec.labels) or "none",
-        "epochs": spec.epochs, "pool": spec.pool, "device": device,
-        "minutes": f"{seconds / 60:.1f}",
-        "final_loss": f"{history[-1]['loss']:.1f}" if history else "n/a",
-        "reconstruction_l1": f"{figures.get('reconstruction_l1', float('nan')):.4f}",
-        "noise_pct": f"{NOISE:.0%}",
-        "self_first": f"{sr.get('first', float('nan')):.3f}",
-        "self_se": f"{sr.get('se', float('nan')):.3f}",
-        "self_top5": f"{sr.get('top5', float('nan')):.3f}",
-        "self_flux": f"{figures.get('self_retrieval_flux', float('nan')):.3f}",
+        "labels": ", ".join(spec["labels"]) or "none",
+        "settings": settings_line(spec),
+        "epochs": training["epochs"], "pool": spec["pool"], "device": training["device"],
+        "minutes": f"{training['seconds'] / 60:.1f}",
+        "final_loss": (f"{training['final_loss']:.1f}" if training["final_loss"] is not None
+                       else "n/a"),
+        "reconstruction_l1": f"{figures.get('reconstruction_l1', nan):.4f}",
+        "noise_pct": f"{sr.get('noise', NOISE):.0%}",
+        "self_first": f"{sr.get('first', nan):.3f}",
+        "self_se": f"{sr.get('se', nan):.3f}",
+        "self_top5": f"{sr.get('top5', nan):.3f}",
+        "self_flux": f"{figures.get('self_retrieval_flux', nan):.3f}",
         "knn_rows": knn_rows,
-        "against_generic": against_generic_block(spec.name, figures.get("against_generic")),
-        "source_commit": source_commit_short(),
+        "against_generic": against_generic_block(spec["name"], figures.get("against_generic")),
+        "source_commit": description.metadata.get("source_commit", "unknown")[:12],
     }
-    return string.Template(template).substitute(context)
+    return string.Template((Path(TEMPLATE_DIR) / "space.md").read_text()).substitute(context)
+
+
+def settings_line(spec: dict) -> str:
+    """The settings that differ from the defaults, as given on the command line."""
+    defaults = spec_record(SpaceSpec("x", (), 1.0, 2.0, 16))
+    shown = {k: v for k, v in spec.items()
+             if k in ("latent_dim", "kl_weight", "bank_temperature", "supervise", "seed")
+             and v != defaults[k]}
+    shown.update(spec.get("overrides", {}))
+    return ", ".join(f"{k} = {v}" for k, v in sorted(shown.items())) or "the defaults"
 
 
 def against_generic_block(name, report) -> str:
@@ -574,11 +599,6 @@ def against_generic_block(name, report) -> str:
     return "\n".join(rows)
 
 
-def source_commit_short() -> str:
-    from retrspect.models.export import source_commit
-    return source_commit()[:12]
-
-
 def spec_record(spec: SpaceSpec) -> dict:
     """The spec as JSON (kept in the card's figures file)."""
     return asdict(spec)
@@ -595,7 +615,7 @@ def _onnx_latents(path, flux, weight):
 
 
 def _ranks(queries, index, own):
-    return rank_of_own(queries, index, np.asarray(own))
+    return rank_of_own(queries, index, np.asarray(own, dtype=np.intp))
 
 
 def _rate(ranks, k):
@@ -643,8 +663,10 @@ def compare_with_generic(items, spec, space_path, generic_path, *, k=10, seed=11
     stelib = [n for n, i in enumerate(items) if i.collection == "STELIB"]
     cross = {"n_pairs": len(pairs)}
     for name, z in vectors.items():
-        m2s = _ranks(z[[a for a, _ in pairs]], z[stelib], [stelib.index(b) for _, b in pairs])
-        s2m = _ranks(z[[b for _, b in pairs]], z[miles], [miles.index(a) for a, _ in pairs])
+        first = np.array([a for a, _ in pairs], dtype=np.intp)
+        second = np.array([b for _, b in pairs], dtype=np.intp)
+        m2s = _ranks(z[first], z[stelib], [stelib.index(b) for b in second])
+        s2m = _ranks(z[second], z[miles], [miles.index(a) for a in first])
         cross[name] = {f"{d}_hit@{h}": _rate(r, h) for d, r in (("miles_to_stelib", m2s),
                                                                 ("stelib_to_miles", s2m))
                        for h in (1, 10)}
