@@ -349,11 +349,14 @@ def train_space(items, spec: SpaceSpec, *, progress=True):
         flux, weight, target, mask, p, k, index = (
             t.to(device) for t in T._epoch_tensors(samples, epoch))
         star = torch.as_tensor(bank_position, device=device)[index]
-        model.eval()
-        with torch.no_grad():
-            bank = torch.cat([model.encode(torch.as_tensor(bank_flux[s:s + 512], device=device),
-                                           torch.as_tensor(bank_weight[s:s + 512], device=device))[0]
-                              for s in range(0, len(bank_flux), 512)])
+        bank = None
+        if cfg.vae_bank_weight:
+            model.eval()
+            with torch.no_grad():
+                bank = torch.cat([
+                    model.encode(torch.as_tensor(bank_flux[s:s + 512], device=device),
+                                 torch.as_tensor(bank_weight[s:s + 512], device=device))[0]
+                    for s in range(0, len(bank_flux), 512)])
         model.train()
         totals, n = np.zeros(3), 0
         for batch in T._batches(len(flux), spec.batch, generator):
@@ -362,17 +365,14 @@ def train_space(items, spec: SpaceSpec, *, progress=True):
                                       mask[batch], cfg,
                                       generator if device.type == "cpu" else None,
                                       p[batch] if spec.labels else None, k[batch])
-            mean, _ = model.encode(flux[batch], weight[batch])
-            loss = loss + cfg.vae_bank_weight * T.bank_loss(
-                mean, star[batch], bank, cfg.vae_bank_temperature)
+            if bank is not None:
+                mean, _ = model.encode(flux[batch], weight[batch])
+                loss = loss + cfg.vae_bank_weight * T.bank_loss(
+                    mean, star[batch], bank, cfg.vae_bank_temperature)
             T._step(model, optimiser, schedule, loss)
             totals += [loss.item(), l1.item(), kl.item()]
             n += 1
-        row = {"epoch": epoch + 1, "loss": totals[0] / n, "l1": totals[1] / n,
-               "kl": totals[2] / n, "seconds": time.perf_counter() - start}
-        history.append(row)
-        if progress:
-            bar.set_postfix(loss=f"{row['loss']:.1f}", l1=f"{row['l1']:.4f}")
+        history.append(T.epoch_record(epoch, totals, n, start, bar if progress else None))
     model = model.cpu().eval()
     with torch.inference_mode():
         mean, _ = model.encode(torch.as_tensor(bank_flux), torch.as_tensor(bank_weight))

@@ -540,15 +540,21 @@ def train_vae(items, cfg: TrainConfig, *, epochs=None, pool=None, progress=True)
             _step(model, optimiser, schedule, loss)
             totals += [loss.item(), l1.item(), kl.item()]
             n += 1
-        row = {"epoch": epoch + 1, "loss": totals[0] / n, "l1": totals[1] / n,
-               "kl": totals[2] / n, "seconds": time.perf_counter() - start}
-        history.append(row)
-        if progress:
-            bar.set_postfix(loss=f"{row['loss']:.1f}", l1=f"{row['l1']:.4f}",
-                            kl=f"{row['kl']:.1f}")
+        history.append(epoch_record(epoch, totals, n, start, bar if progress else None))
     model.eval()
     standardise_latent(model, items)
     return model, history
+
+
+def epoch_record(epoch, totals, n, start, bar=None):
+    """One epoch's mean loss, L1 per pixel and KL, and its seconds; shown on
+    the progress bar when there is one."""
+    row = {"epoch": epoch + 1, "loss": totals[0] / n, "l1": totals[1] / n,
+           "kl": totals[2] / n, "seconds": time.perf_counter() - start}
+    if bar is not None:
+        bar.set_postfix(loss=f"{row['loss']:.1f}", l1=f"{row['l1']:.4f}",
+                        kl=f"{row['kl']:.1f}")
+    return row
 
 
 def standardise_latent(model, items):

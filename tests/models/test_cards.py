@@ -302,3 +302,33 @@ def test_the_number_check_refuses_typed_figures():
     assert typed_numbers("about $minutes minutes\n(2 cores)") == ["(2 cores)"]
     assert typed_numbers("Ca I 4227, [O I] 5577, a G8-G9 star, NGC 4151, L1, 1-D, "
                          "Sedaghat et al.\n(2021), (1+z), sigma^2") == []
+
+
+# --------------------------------------------------------------------------
+# Spaces trained on the archive (retrspect train-space)
+# --------------------------------------------------------------------------
+
+def _trained_spaces():
+    from retrspect.ingest.infer import read_description
+    found = []
+    for path in sorted(MODELS.glob("*.onnx")):
+        description = read_description(path)
+        if description.kind == "space" and "spec" in description.info["metrics"]:
+            found.append(path)
+    return found
+
+
+@pytest.mark.parametrize("path", _trained_spaces(), ids=lambda p: p.stem)
+def test_a_trained_space_card_is_what_its_file_renders(path):
+    """The committed card of a space trained by `retrspect train-space` is
+    its template filled from the file's own figures, nothing typed."""
+    from retrspect.models.archive_space import card_of
+    name = path.stem.rsplit("-", 1)[0]
+    committed = (MODELS / "cards" / f"{name}.md").read_text()
+    assert card_of(path) == committed
+    figures = load_model(path).info["metrics"]
+    assert f"{figures['self_retrieval']['first']:.3f}" in committed
+
+
+def test_there_is_a_trained_space_to_check():
+    assert [p.stem.rsplit("-", 1)[0] for p in _trained_spaces()] == ["halpha"]
