@@ -164,7 +164,9 @@ def space_rows(rd) -> list[dict]:
             "metric": model.metric, "dimension": model.latent_dim,
             "wave_min": round(float(grid.wavelength[0]), 3),
             "wave_max": round(float(grid.wavelength[-1]), 3),
-            "npix": grid.npix, "resolving_power": float(grid.resolving_power),
+            "npix": grid.npix,
+            "resolving_power": (None if grid.resolving_power is None
+                                else float(grid.resolving_power)),
             "medium": model.medium, "frame": model.frame,
             "min_coverage": model.min_coverage, "card": card_url(rd, name),
         })

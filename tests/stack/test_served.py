@@ -160,7 +160,9 @@ def _one_per_collection(sql, db, rows, space: str = "generic") -> list[dict]:
     ("generic", {"MILES", "STELIB", "MaNGA", "XSL", "linetools-QSO"}),
     # a rest-frame window: the galaxies' uploads are shifted by the z the
     # velocity model measures on them, as at ingest
-    ("pca_blue", {"MILES", "STELIB", "MaNGA", "XSL", "linetools-QSO"})])
+    ("pca_blue", {"MILES", "STELIB", "MaNGA", "XSL", "linetools-QSO"}),
+    # a space trained on the archive (retrspect train-space), on H-alpha
+    ("halpha", {"MILES", "STELIB", "MaNGA", "linetools-QSO"})])
 def test_served_products_come_back_as_themselves(base_url, db, rows, sql,
                                                  space, collections):
     """getData as SDM VOTable (binary and tabledata), FITS and CSV, for one
