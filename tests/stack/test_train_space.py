@@ -18,7 +18,7 @@ TINY = ["--collections", "STELIB", "--window", "6400", "6800", "--npix", "64",
 
 def _train(*args, timeout=900):
     return subprocess.run([RETRSPECT, "train-space", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          encoding="utf-8", errors="replace", timeout=timeout)
 
 
 def test_a_tiny_space_is_trained_exported_ingested_and_searchable(tmp_path, tap):
