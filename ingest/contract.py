@@ -47,6 +47,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from retrspect.ingest.errors import ModelError
@@ -223,9 +224,10 @@ class ModelDescription:
             return tuple(spec.name for spec in self.output_specs)
         return OUTPUTS[self.kind]
 
-    @property
+    @cached_property
     def output_specs(self) -> list[OutputSpec]:
-        """A ``space`` model's outputs with their roles (checked at load)."""
+        """A ``space`` model's outputs with their roles (checked at load;
+        parsed once, as ingest asks for them for every row)."""
         return output_specs(self.path, self.metadata) if self.kind == SPACE_KIND else []
 
     @property
