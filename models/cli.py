@@ -641,9 +641,16 @@ def train_space(argv) -> int:
                         help="weight of the weak supervision")
     parser.add_argument("--min-coverage", type=float, default=S.SpaceSpec.min_coverage)
     parser.add_argument("--latent-dim", type=int, default=S.SpaceSpec.latent_dim)
+    parser.add_argument("--encoder", choices=sorted(S.ENCODERS), default=S.SpaceSpec.encoder,
+                        help="conv: the generic VAE's network; linear: a linear VAE "
+                             "(probabilistic PCA) with a decoder-isometric latent, for "
+                             "narrow windows")
     parser.add_argument("--kl-weight", type=float, default=S.SpaceSpec.kl_weight)
     parser.add_argument("--bank-temperature", type=float,
                         default=S.SpaceSpec.bank_temperature)
+    parser.add_argument("--rest-jitter", type=float, default=S.SpaceSpec.rest_jitter,
+                        help="velocity jitter (km/s) of a rest-frame space's training "
+                             "observations: what the velocity model's errors leave")
     parser.add_argument("--epochs", type=int, default=S.SpaceSpec.epochs)
     parser.add_argument("--pool", type=int, default=S.SpaceSpec.pool,
                         help="augmented observations per epoch")
@@ -664,7 +671,7 @@ def train_space(argv) -> int:
     spec = S.SpaceSpec(args.name, tuple(args.collections), args.window[0], args.window[1],
                        args.npix, args.resolving_power, args.frame, tuple(args.labels),
                        args.supervise, args.min_coverage, args.latent_dim,
-                       kl_weight=args.kl_weight, bank_temperature=args.bank_temperature,
+                       encoder=args.encoder, rest_jitter=args.rest_jitter, kl_weight=args.kl_weight, bank_temperature=args.bank_temperature,
                        epochs=args.epochs, pool=args.pool,
                        seed=args.seed, device=args.device, limit=args.limit,
                        overrides=dict(item.split("=", 1) for item in args.set))

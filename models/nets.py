@@ -8,6 +8,8 @@ Every module takes the two arrays :func:`ingest.preprocess.prepare` returns,
 * :class:`SpectrumVAE`: a 1-D convolutional variational autoencoder in the
   spirit of Sedaghat et al. (2021): strided convolutions to a latent mean and
   log-variance, an MLP decoder, and an in-graph anomaly score.
+* :class:`LinearSpaceVAE`: the linear VAE (probabilistic PCA) of a narrow
+  window space, published decoder-isometric.
 * :class:`SpectrumClassifier`: a narrow VGG-like 1-D CNN in the spirit of
   Podsztavek & Skoda with a small deep ensemble of heads on a shared trunk,
   temperature-scaled probabilities and the ensemble's predictive entropy.
@@ -28,6 +30,7 @@ from torch.nn import functional as F
 from retrspect.ingest.preprocess import C_KMS
 
 __all__ = [
+    "LinearSpaceVAE",
     "SpectrumClassifier",
     "SpectrumVAE",
     "VelocityScanner",
@@ -197,6 +200,100 @@ class SpectrumVAE(nn.Module):
         published_logvar = logvar - 2.0 * torch.log(self.latent_scale)
         return (published, published_logvar, reconstruction,
                 self.anomaly(flux, weight, reconstruction))
+
+
+class LinearSpaceVAE(nn.Module):
+    """Linear VAE (probabilistic PCA) for a narrow window space.
+
+    A linear encoder and decoder are the VAE whose optimum is probabilistic
+    PCA (Tipping & Bishop 1999; Lucas et al. 2019).  On a window of ~140
+    pixels the features that tell near-twin stars apart are small-variance
+    directions a convolutional VAE with a KL term discards, and that a
+    per-dimension standardised latent would weigh like the main ones; here
+    the model starts from the training spectra's principal components
+    (:meth:`start_from_pca`), is trained as a VAE with the archive's
+    augmentations (which shape the decoder's subspace), and is published
+    decoder-isometric (:meth:`isometrise`): the L2 distance of two published
+    latents is the L2 distance of the spectra's projections onto that
+    subspace.  ``forward`` and the anomaly score are the
+    :class:`SpectrumVAE`'s.
+    """
+
+    def __init__(self, npix, latent_dim=64, noise_floor=0.01):
+        super().__init__()
+        self.npix = npix
+        self.latent_dim = latent_dim
+        self.noise_floor = noise_floor
+        # input: centred flux and the uncovered-pixel mask (so a gap is not
+        # read as flux 1)
+        self.to_mean = nn.Linear(2 * npix, latent_dim)
+        # probabilistic PCA's posterior covariance is the same for every
+        # spectrum: one learned log-variance per dimension
+        self.logvar = nn.Parameter(torch.full((latent_dim,), -6.0))
+        self.decoder = nn.Linear(latent_dim, npix)
+        self.register_buffer("latent_shift", torch.zeros(latent_dim))
+        self.register_buffer("latent_scale", torch.ones(latent_dim))
+
+    def encode(self, flux, weight):
+        x = encoder_input(flux, weight)
+        mean = self.to_mean(torch.cat([x[:, 0], 1.0 - x[:, 1]], dim=1))
+        return mean, self.logvar.expand_as(mean)
+
+    def decode(self, latent):
+        return 1.0 + self.decoder(latent)
+
+    anomaly = SpectrumVAE.anomaly
+    forward = SpectrumVAE.forward
+
+    @torch.no_grad()
+    def start_from_pca(self, flux, weight):
+        """Set encoder and decoder to the leading principal components of
+        the (prepared) training spectra's centred flux."""
+        centred = encoder_input(flux, weight)[:, 0].to(torch.float64)
+        mu = centred.mean(0)
+        _, _, vt = torch.linalg.svd(centred - mu, full_matrices=False)
+        basis = vt[:self.latent_dim]                      # (d, npix)
+        self.to_mean.weight.zero_()
+        self.to_mean.weight[:, :self.npix] = basis.to(self.to_mean.weight.dtype)
+        self.to_mean.bias.copy_(-(basis @ mu))
+        self.decoder.weight.copy_(basis.T)
+        self.decoder.bias.copy_(mu)
+
+    @torch.no_grad()
+    def isometrise(self, flux, weight):
+        """Publish the latent as coordinates of the projection onto the
+        decoder's subspace, in an orthonormal basis of it.
+
+        With the trained decoder ``W = U S V^T``, the decoder becomes ``U``
+        and the encoder the orthogonal projection ``U^T (x - b)``: the
+        posterior mean of probabilistic PCA with this decoder in its
+        low-noise limit.  Distances of published latents are then exactly
+        those of the spectra's projections.  The trained (denoising)
+        encoder is not kept: its shrinkage of the low-variance directions
+        is what loses near-twin stars in a noisy query (measured on
+        ``halpha``: self-retrieval 0.76 with it, 0.94 with the projection).
+        The log-variance is probabilistic PCA's ``sigma^2``: the training
+        spectra's mean squared residual per covered pixel.
+
+        Parameters
+        ----------
+        flux, weight : Tensor (n, npix)
+            The training spectra as ingest prepares them.
+        """
+        u, _, _ = torch.linalg.svd(self.decoder.weight.to(torch.float64),
+                                   full_matrices=False)
+        dtype = self.decoder.weight.dtype
+        self.decoder.weight.copy_(u.to(dtype))
+        self.to_mean.weight.zero_()
+        self.to_mean.weight[:, :self.npix] = u.T.to(dtype)
+        self.to_mean.bias.copy_(-(u.T @ self.decoder.bias.to(torch.float64)).to(dtype))
+        self.latent_shift.zero_()
+        self.latent_scale.fill_(1.0)
+        mean, _ = self.encode(flux, weight)
+        covered = (weight > 0).to(flux.dtype)
+        residual = ((self.decode(mean) - flux) ** 2 * covered).sum() / covered.sum()
+        self.logvar.fill_(float(torch.log(residual.clamp_min(1e-12))))
+        self.latent_shift.copy_(mean.mean(0))
 
 
 def der_snr_variance(flux, covered):

@@ -28,9 +28,10 @@ TARGET_SELF_RETRIEVAL = 0.90
 MAX_SPECTRA = 5000
 #: the shipped H-alpha space's recipe (README: "A window space on H-alpha")
 DEFAULT = ["--collections", "MILES", "STELIB", "XSL", "MaNGA", "--window", "6519",
-           "6732", "--npix", "140", "--frame", "rest", "--epochs", "300", "--pool", "4096",
-           "--latent-dim", "32", "--kl-weight", "0.01", "--set", "vae_bank_weight=0",
-           "--set", "vae_consistency=3000", "--set", "vae_strength=0.3"]
+           "6732", "--npix", "140", "--frame", "rest", "--encoder", "linear",
+           "--latent-dim", "64", "--epochs", "40", "--pool", "4096", "--kl-weight", "0.01",
+           "--set", "vae_bank_weight=0", "--set", "vae_consistency=0",
+           "--set", "vae_strength=0.3"]
 
 
 def main(argv=None) -> int:

@@ -54,6 +54,33 @@ def test_a_tiny_space_is_trained_exported_ingested_and_searchable(tmp_path, tap)
         subprocess.run([RETRSPECT, "import"], check=True, capture_output=True, timeout=900)
 
 
+def test_a_linear_window_space_publishes_an_isometric_latent(tmp_path):
+    """``--encoder linear``: the card names the network and the latent, and
+    the file's latent distances are those of its reconstructions."""
+    from retrspect.ingest.infer import load_model
+    from retrspect.ingest.preprocess import prepare_batch
+    from retrspect.ingest.sources import read_source
+
+    result = _train("tinylinear", *TINY[:-4], "--latent-dim", "8", "--encoder", "linear",
+                    "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (path,) = tmp_path.glob("tinylinear-*.onnx")
+    model = load_model(path)
+    assert model.latent_dim == 8
+    card = (tmp_path / "cards" / "tinylinear.md").read_text()
+    assert "A linear variational autoencoder (probabilistic PCA)" in card
+    assert "projection onto the decoder's subspace" in card
+    files = sorted((Path(__file__).resolve().parents[2] / "resdir" / "data" / "stelib")
+                   .glob("*.fits"))[:20]
+    spectra = [read_source(str(f))[0] for f in files]
+    flux, weight = prepare_batch(spectra, model.grid)
+    out = dict(zip([o.name for o in model.session.get_outputs()], model(flux, weight)))
+    z, rec = out["latent_mean"].astype(float), out["reconstruction"].astype(float)
+    dz = np.linalg.norm(z[:, None] - z[None], axis=-1)
+    drec = np.linalg.norm(rec[:, None] - rec[None], axis=-1)
+    np.testing.assert_allclose(dz, drec, atol=1e-3 * dz.max())
+
+
 @pytest.mark.parametrize("args, message", [
     (["--collections", "NOPE", "--window", "6400", "6800", "--npix", "64"],
      "no spectra in collection(s) ['NOPE']; the archive has"),
@@ -62,6 +89,9 @@ def test_a_tiny_space_is_trained_exported_ingested_and_searchable(tmp_path, tap)
     (["--collections", "MILES", "--window", "6400", "6800", "--npix", "64",
       "--labels", "teff", "halpha_strength"],
      "unknown label column(s) ['halpha_strength']"),
+    (["--collections", "MILES", "--window", "6400", "6800", "--npix", "64",
+      "--encoder", "linear", "--latent-dim", "80"],
+     "a linear space has at most npix (64) latent dimensions"),
     (["--collections", "MILES", "--window", "6400", "6800", "--npix", "64",
       "--labels", "mk_type"], "unknown label column(s) ['mk_type']"),  # not numeric
 ])
