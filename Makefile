@@ -23,7 +23,7 @@ test: deploy
 stop:
 	$(VENV)/bin/retrspect serve stop
 
-.PHONY: bench-ingest bench-knn bench-load
+.PHONY: bench-ingest bench-knn bench-load bench-serve
 bench-ingest: deploy
 	$(VENV)/bin/python tests/benchmarks/bench_ingest.py
 
@@ -32,3 +32,6 @@ bench-knn: deploy
 
 bench-load: deploy
 	$(VENV)/bin/python tests/benchmarks/bench_load.py
+
+bench-serve: deploy
+	$(VENV)/bin/python tests/benchmarks/bench_serve.py

@@ -21,14 +21,24 @@ from retrspect.ingest.errors import ModelError
 
 log = logging.getLogger("retrspect.infer")
 
-#: where the shipped models live (inside the installed ``retrspect.models``)
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
+#: where the shipped models live (inside the installed ``retrspect.models``,
+#: which a reinstall replaces)
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
+#: the archive's models directory: the shipped models (copied in by
+#: ``retrspect deploy``) and the spaces the archive trained on its own
+#: spectra (``retrspect train-space``), kept across reinstalls
+ARCHIVE_MODEL_DIR = (Path(os.environ.get("RETRSPECT_GAVO_ROOT", "/var/gavo"))
+                     / "retrspect" / "models")
 
 
 def model_dir_from_environment() -> Path:
-    """``RETRSPECT_MODEL_DIR`` if set, else the shipped models."""
+    """The models directory ingest, the server and training use:
+    ``RETRSPECT_MODEL_DIR`` if set, else the archive's (once deploy made
+    it), else the shipped models."""
     value = os.environ.get("RETRSPECT_MODEL_DIR")
-    return Path(value) if value else DEFAULT_MODEL_DIR
+    if value:
+        return Path(value)
+    return ARCHIVE_MODEL_DIR if ARCHIVE_MODEL_DIR.is_dir() else SHIPPED_MODEL_DIR
 
 
 def _cuda_libraries_missing() -> list[str]:

@@ -224,8 +224,8 @@ def export(model, kind, grid: Grid, directory, *, name=None, version="1.0.0",
 def shipped(directory=None, kind=None):
     """Paths of the model files (optionally of one kind) in ``directory``
     (default: the installed shipped models), sorted."""
-    from retrspect.ingest.infer import DEFAULT_MODEL_DIR, load_model
-    paths = sorted(Path(directory or DEFAULT_MODEL_DIR).glob("*-[0-9a-f]*.onnx"))
+    from retrspect.ingest.infer import SHIPPED_MODEL_DIR, load_model
+    paths = sorted(Path(directory or SHIPPED_MODEL_DIR).glob("*-[0-9a-f]*.onnx"))
     if kind is None:
         return paths
     return [p for p in paths if load_model(p, threads=1).kind == kind]

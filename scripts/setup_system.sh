@@ -37,7 +37,7 @@ if [ -n "$(dpkg --audit 2>/dev/null)" ]; then
 fi
 
 need_pkgs=()
-for p in postgresql-15 postgresql-server-dev-15 dpkg-dev gavodachs2-server stilts chromium chromium-driver; do
+for p in postgresql-15 postgresql-server-dev-15 dpkg-dev gavodachs2-server stilts chromium chromium-driver haproxy supervisor; do
   installed "$p" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -53,6 +53,10 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends stilts >/dev/null
   # headless browser for the web page tests
   apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+  # several DaCHS processes behind a balancer, kept up by supervisord
+  # (retrspect runs its own supervisord and HAProxy; the packages' own
+  # services are not used)
+  apt-get install -y -qq --no-install-recommends haproxy supervisor >/dev/null
 fi
 pg_start
 
@@ -82,6 +86,37 @@ ALTER DATABASE gavo SET client_connection_check_interval = '1s';
 ALTER ROLE gavoadmin SET maintenance_work_mem = '2GB';
 ALTER ROLE dachsroot SET maintenance_work_mem = '2GB';
 SQL
+
+# A streaming read replica: PostgreSQL 15 cluster "replica" on port 5433,
+# built once with pg_basebackup from the primary over a replication slot.
+# TAP queries of DaCHS's untrusted profile run there (profiles below).
+REPLICA_PORT="${RETRSPECT_REPLICA_PORT:-5433}"
+replica_exists() { pg_lsclusters -h 2>/dev/null | awk '$1=="15" && $2=="replica"' | grep -q .; }
+replica_up() { pg_lsclusters -h 2>/dev/null | awk '$1=="15" && $2=="replica"{print $4}' | grep -q online; }
+if ! replica_exists; then
+  log "building the read replica (15/replica, port $REPLICA_PORT) with pg_basebackup"
+  pg_createcluster 15 replica --port "$REPLICA_PORT" >/dev/null
+  rm -rf /var/lib/postgresql/15/replica
+  runuser -u postgres -- psql -q -c "SELECT pg_create_physical_replication_slot('retrspect_replica') WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'retrspect_replica')" >/dev/null
+  runuser -u postgres -- pg_basebackup -D /var/lib/postgresql/15/replica -R -X stream \
+    -S retrspect_replica -d "host=/var/run/postgresql port=5432"
+  # queries on the standby are not cancelled by the primary's vacuum, and
+  # wait rather than fail when an import's replay conflicts with them
+  cat > /etc/postgresql/15/replica/conf.d/retrspect-standby.conf <<CONF
+hot_standby = on
+hot_standby_feedback = on
+max_standby_streaming_delay = 300s
+CONF
+fi
+replica_up || pg_ctlcluster --skip-systemctl-redirect 15 replica start
+etc=/var/gavo/etc
+if [ ! -f $etc/untrustedprimary ]; then
+  # the untrusted profile as DaCHS made it, on the primary: TAP uploads
+  # need writable temporary tables (vo_services/dachs_hook.py routes them)
+  runuser -u dachsroot -- cp -p $etc/untrustedquery $etc/untrustedprimary
+fi
+runuser -u dachsroot -- sh -c "printf 'database = gavo\nhost = localhost\nport = $REPLICA_PORT\n' > $etc/dsn-replica"
+runuser -u dachsroot -- sh -c "sed 's/^include dsn\$/include dsn-replica/' $etc/untrustedprimary > $etc/untrustedquery.new && mv $etc/untrustedquery.new $etc/untrustedquery"
 
 # DaCHS configuration: loopback server, our authority.
 RC_VERSION=2  # bump when the gavo.rc written below changes

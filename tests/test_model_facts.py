@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from retrspect.ingest.infer import DEFAULT_MODEL_DIR, ModelSet
+from retrspect.ingest.infer import SHIPPED_MODEL_DIR, ModelSet
 from retrspect.ingest.preprocess import MIN_GRID_COVERAGE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +19,7 @@ METRIC_WORDS = {"l2": "L2", "cosine": "cosine"}
 
 @pytest.fixture(scope="module")
 def vae():
-    return ModelSet.load(DEFAULT_MODEL_DIR).models["vae"]
+    return ModelSet.load(SHIPPED_MODEL_DIR).models["vae"]
 
 
 @pytest.fixture(scope="module")

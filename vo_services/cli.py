@@ -64,6 +64,7 @@ BENCHMARKS = {
     "knn": "HNSW kNN at 1M vectors: TAP and SQL latency, recall",
     "load": "50 concurrent clients: errors, latency, server memory",
     "train_space": "training a latent space on the archive: minutes, self-retrieval",
+    "serve": "32 clients on the multi-process server, one process killed: rate, p95, errors",
 }
 
 

@@ -16,7 +16,8 @@ import importlib.abc
 import importlib.util
 import sys
 
-#: DaCHS module -> "package.module:function" run once that module is loaded
+#: DaCHS module -> "package.module:function" (or a tuple of them) run once
+#: that module is loaded
 EXTENSIONS = {
     "gavo.adql.ufunctions": "retrspect.vo_services.extensions:register_adql_functions",
     "gavo.base.typesystems": "retrspect.vo_services.extensions:teach_vector_type",
@@ -24,18 +25,25 @@ EXTENSIONS = {
     "gavo.votable.enc_tabledata":
         "retrspect.vo_services.extensions:write_null_float_arrays_as_nan",
     "gavo.protocols.dali": "retrspect.vo_services.uploads:guard_dali_url_uploads",
-    "gavo.protocols.taprunner": "retrspect.vo_services.uploads:guard_tap_url_uploads",
+    "gavo.protocols.uws": "retrspect.vo_services.serving:clear_orphaned_sync_jobs",
+    "gavo.protocols.taprunner": ("retrspect.vo_services.uploads:guard_tap_url_uploads",
+                                 "retrspect.vo_services.replica:route_uploads_to_primary"),
 }
 
 #: names of the extensions that ran in this process (for tests and logs)
 loaded: list[str] = []
 
 
-def _run(target: str) -> None:
-    module_name, func_name = target.split(":")
-    module = importlib.import_module(module_name)
-    getattr(module, func_name)()
-    loaded.append(target)
+def _targets(targets) -> tuple:
+    return (targets,) if isinstance(targets, str) else tuple(targets)
+
+
+def _run(targets) -> None:
+    for target in _targets(targets):
+        module_name, func_name = target.split(":")
+        module = importlib.import_module(module_name)
+        getattr(module, func_name)()
+        loaded.append(target)
 
 
 class _AfterImportLoader(importlib.abc.Loader):
@@ -72,5 +80,5 @@ def install() -> None:
         return
     sys.meta_path.insert(0, _Finder())
     for name, target in EXTENSIONS.items():
-        if name in sys.modules and target not in loaded:
+        if name in sys.modules and not set(_targets(target)) <= set(loaded):
             _run(target)

@@ -20,6 +20,9 @@ def deploy(resdir: Path) -> None:
     """Link the RD, stage the bundled spectra, import, previews, serve."""
     resdir = Path(resdir).resolve()
     server.link_resdir(resdir)
+    if "RETRSPECT_MODEL_DIR" not in os.environ:
+        for line in install_shipped_models():
+            print(f"[deploy] models: {line}")
     link_cards(resdir)
     examples_changed = server.install_tap_examples(
         resdir / "etc" / "tapexamples.xml")
@@ -69,6 +72,59 @@ def sync_space_tables() -> None:
         server.dachs("purge", *outdated)
 
 
+#: the file (in the archive's models directory) naming the files deploy
+#: copied there from the shipped models
+SHIPPED_MANIFEST = ".shipped"
+
+
+def install_shipped_models(shipped: Path | None = None, archive: Path | None = None
+                           ) -> list[str]:
+    """Copy the shipped models and their cards into the archive's models
+    directory, keeping the spaces the archive trained itself.
+
+    A shipped file replaces the previous shipped version of its name (the
+    manifest says which files deploy put there) and is removed when it is
+    no longer shipped; a file of the same name the archive trained
+    (``retrspect train-space``, not in the manifest) is kept and the
+    shipped one skipped.  Idempotent.  Returns what changed, one line each.
+    """
+    import shutil
+    from retrspect.ingest.infer import ARCHIVE_MODEL_DIR, SHIPPED_MODEL_DIR
+    shipped = Path(shipped or SHIPPED_MODEL_DIR)
+    archive = Path(archive or ARCHIVE_MODEL_DIR)
+    (archive / "cards").mkdir(parents=True, exist_ok=True)
+    manifest = archive / SHIPPED_MANIFEST
+    ours = set(manifest.read_text().split()) if manifest.exists() else set()
+    stem = lambda name: name.rsplit("-", 1)[0]  # noqa: E731 - name-<hash>.onnx
+    present = {p.name for p in archive.glob("*.onnx")}
+    wanted = {p.name for p in shipped.glob("*.onnx")}
+    changes, installed = [], set()
+    for name in sorted(ours - wanted):                  # no longer shipped
+        (archive / name).unlink(missing_ok=True)
+        if stem(name) not in {stem(w) for w in wanted}:
+            (archive / "cards" / f"{stem(name)}.md").unlink(missing_ok=True)
+        changes.append(f"removed {name}")
+    for name in sorted(wanted):
+        trained = [p for p in present if stem(p) == stem(name) and p not in ours]
+        if trained:
+            changes.append(f"kept the archive's own {', '.join(trained)} "
+                           f"(shipped {name} not installed)")
+            continue
+        card = shipped / "cards" / f"{stem(name)}.md"
+        if name not in present:
+            shutil.copyfile(shipped / name, archive / name)
+            changes.append(f"installed {name}")
+        if card.exists() and (not (archive / "cards" / card.name).exists() or
+                              (archive / "cards" / card.name).read_bytes() != card.read_bytes()):
+            shutil.copyfile(card, archive / "cards" / card.name)
+        installed.add(name)
+    manifest.write_text("".join(f"{n}\n" for n in sorted(installed)))
+    if os.geteuid() == 0:   # DaCHS's files belong to dachsroot, readable by gavo
+        for path in [archive.parent, archive, *archive.rglob("*")]:
+            shutil.chown(path, "dachsroot", "gavo")
+    return changes
+
+
 def link_cards(resdir: Path) -> None:
     """Serve the installed models' cards (``<models>/cards``) as static
     files of the resource directory (``resdir/cards``)."""
@@ -96,4 +152,8 @@ def import_new() -> None:
     if not table_exists("retrspect.spectra"):
         server.dachs("imp", RD_ID, "make_view")
     server.dachs("pub", RD_ID)
+    from retrspect.vo_services import replica
+    waited = replica.wait_caught_up()
+    if waited > 1.0:
+        print(f"[import] the replica caught up in {waited:.1f} s")
     server.reload()

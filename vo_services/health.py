@@ -165,11 +165,19 @@ def check_server() -> str:
     if not server.serves_installed_code():
         raise CheckFailed("the server runs older code or models than are "
                           "installed; run 'retrspect deploy'")
-    capabilities = _get(f"{server.base_url()}/tap/capabilities").decode()
-    if KNN_FUNCTION not in capabilities.lower():
-        raise CheckFailed(f"{KNN_FUNCTION} is not in /tap/capabilities: the "
-                          "import hook did not load in the server")
-    return f"serving on {server.base_url()}, code and models current"
+    silent = [port for port, ok in server.backends_answering().items() if not ok]
+    if silent:
+        raise CheckFailed(f"DaCHS processes on ports {silent} do not answer "
+                          f"({server.describe_processes()})")
+    # every process, not only the one the balancer picked, must know the
+    # ADQL functions: ask each directly
+    for port in server.backends_answering():
+        caps = _get(f"http://127.0.0.1:{port}/tap/capabilities").decode().lower()
+        if KNN_FUNCTION not in caps:
+            raise CheckFailed(f"{KNN_FUNCTION} is not in /tap/capabilities of the "
+                              f"process on port {port}: the import hook did not load")
+    return (f"serving on {server.base_url()}, code and models current: "
+            f"{server.describe_processes()}")
 
 
 def check_knn_query() -> str:
@@ -191,11 +199,17 @@ def check_knn_query() -> str:
     return f"TAP kNN on {obs_id}: 3 rows, itself first"
 
 
+def check_replica() -> str:
+    from retrspect.vo_services import replica
+    return replica.describe()
+
+
 CHECKS: list[tuple[str, Callable[[], str]]] = [
     ("database", check_database),
     ("tables", check_tables),
     ("models", check_models),
     ("server", check_server),
+    ("replica", check_replica),
     ("knn", check_knn_query),
 ]
 

@@ -1,4 +1,5 @@
-"""Run DaCHS for retrspect: the resdir link, imports and the web server.
+"""Run DaCHS for retrspect: the resdir link, imports and the web server
+(several processes behind a balancer: :mod:`retrspect.vo_services.serving`).
 
 Every DaCHS command runs through the venv's ``dachs`` wrapper (set up by
 ``scripts/setup_python.sh``) so that the server, ``dachs imp`` and the async
@@ -116,8 +117,8 @@ def code_fingerprint() -> str:
         for path in sorted(directory.rglob("*.py")):
             digest.update(str(path.relative_to(directory)).encode()
                           + path.read_bytes())
-    models = Path(find_spec("retrspect.models").submodule_search_locations[0])
-    for path in sorted(models.glob("*.onnx")):
+    from retrspect.ingest.infer import model_dir_from_environment
+    for path in sorted(model_dir_from_environment().glob("*.onnx")):
         digest.update(path.name.encode())
     return digest.hexdigest()
 
@@ -128,47 +129,79 @@ def serves_installed_code() -> bool:
             and FINGERPRINT_FILE.read_text() == code_fingerprint())
 
 
-def start(timeout: float = 60.0) -> str:
-    """Start the DaCHS server (daemon) if it is not up; wait until it serves.
+def backends_answering() -> dict[int, bool]:
+    """Each DaCHS process's port, and whether it answers."""
+    from retrspect.vo_services import serving
+    return {port: _http_ok(f"http://127.0.0.1:{port}/robots.txt", timeout=2.0)
+            for port in serving.backend_ports()}
 
-    A running server whose code is older than the installed code is
-    restarted, so a deploy never leaves stale code serving.
+
+def _stop_single_daemon() -> None:
+    """Stop a ``dachs serve start`` daemon (one process on the public port,
+    as earlier versions ran): the balancer takes that port now."""
+    if (GAVO_ROOT / "state" / "web.pid").exists():
+        dachs("serve", "stop", check=False, capture=True)
+
+
+def start(timeout: float = 120.0) -> str:
+    """Start the DaCHS processes and the balancer if they are not up; wait
+    until every process serves.
+
+    Processes whose code or models are older than the installed ones, or
+    whose configuration changed, are restarted, so a deploy never leaves
+    stale code serving.
     """
-    if is_running():
-        if serves_installed_code():
-            return f"already serving on {base_url()}"
-        stop()
-    dachs("serve", "start")
+    from retrspect.vo_services import serving
+    changed = serving.write_config()
+    if serving.supervisor_running():
+        current = (serves_installed_code() and not changed
+                   and all(p.running for p in serving.processes()))
+        if current and is_running():
+            return f"already serving on {base_url()} ({describe_processes()})"
+        serving.start()
+        serving.restart()
+    else:
+        _stop_single_daemon()
+        serving.start()
     FINGERPRINT_FILE.write_text(code_fingerprint())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if is_running():
-            return f"serving on {base_url()}"
+        if is_running() and all(backends_answering().values()):
+            return f"serving on {base_url()} ({describe_processes()})"
         time.sleep(0.5)
     raise ServerError(f"DaCHS did not answer on {base_url()} within "
-                      f"{timeout:.0f} s; see {GAVO_ROOT}/logs/dcErrors")
+                      f"{timeout:.0f} s; see {GAVO_ROOT}/logs/web*.log and dcErrors")
 
 
-def stop(timeout: float = 30.0) -> str:
-    if not is_running():
+def stop() -> str:
+    """Stop every DaCHS process, the balancer and supervisord."""
+    from retrspect.vo_services import serving
+    _stop_single_daemon()
+    if not serving.supervisor_running():
         return "not running"
-    dachs("serve", "stop", check=False)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and is_running():
-        time.sleep(0.5)
-    if is_running():
-        raise ServerError("DaCHS did not stop")
+    serving.stop()
     return "stopped"
 
 
 def reload() -> None:
-    """Make a running server re-read RDs after an import."""
-    if is_running():
-        dachs("serve", "reload", check=False, capture=True)
+    """Make every running DaCHS process re-read RDs after an import."""
+    from retrspect.vo_services import serving
+    serving.reload()
+
+
+def describe_processes() -> str:
+    """One line: each supervised process, its state, pid and port."""
+    from retrspect.vo_services import serving
+    return ", ".join(f"{p.name} {p.state.lower()}"
+                     + (f" pid {p.pid}" if p.pid else "")
+                     + (f" port {p.port}" if p.port else "")
+                     for p in serving.processes()) or "no processes"
 
 
 def status() -> str:
-    return f"serving on {base_url()}" if is_running() else "not running"
+    if not is_running():
+        return f"not running ({describe_processes()})"
+    return f"serving on {base_url()}: {describe_processes()}"
 
 
 def install_tap_examples(examples: Path) -> bool:

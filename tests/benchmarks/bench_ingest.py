@@ -92,11 +92,11 @@ STAGES = re.compile(r"(read|preprocess|infer|rows|db_write) ([\d.]+) s")
 
 def builtin_model_dir() -> Path:
     """The shipped models without the plug-in spaces (links to the files)."""
-    from retrspect.ingest.infer import DEFAULT_MODEL_DIR, installed_models
+    from retrspect.ingest.infer import model_dir_from_environment, installed_models
     directory = FILES_ROOT / "builtin-models"
     subprocess.run(["rm", "-rf", str(directory)], check=True)
     directory.mkdir(parents=True)
-    for model in installed_models(DEFAULT_MODEL_DIR).builtin.values():
+    for model in installed_models(model_dir_from_environment()).builtin.values():
         (directory / model.path.name).symlink_to(model.path)
     subprocess.run(["chmod", "-R", "a+rX", str(directory)], check=True)
     return directory

@@ -25,15 +25,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
 BASE = "http://localhost:8080"
-PID_FILE = Path("/var/gavo/state/web.pid")
+#: the load of bench_load's rounds: operation -> relative weight
+LOAD_WEIGHTS = {"knn": 4, "ssap": 3, "getdata": 3, "async": 1}
 
 
 def server_rss_mb() -> float:
-    pid = int(PID_FILE.read_text())
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of all DaCHS server processes together."""
+    from retrspect.vo_services import serving
+    total = 0.0
+    for process in serving.processes():
+        if process.port is None or process.pid is None:
+            continue                                    # the balancer
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def _check_votable(content: bytes) -> None:
@@ -52,6 +58,14 @@ def operations(obs_ids, session):
             "LANG": "ADQL", "REQUEST": "doQuery",
             "QUERY": "SELECT TOP 10 obs_id FROM retrspect.ml_results ORDER BY "
                      f"gavo_spectrum_distance(latent, '{obs_id}')"}, timeout=120)
+        response.raise_for_status()
+        _check_votable(response.content)
+
+    def ssap_cone():
+        response = session.get(BASE + "/retrspect/q/ssa/ssap.xml", params={
+            "REQUEST": "queryData", "SIZE": "5",
+            "POS": f"{random.uniform(0, 360):.3f},{random.uniform(-90, 90):.3f}"},
+            timeout=120)
         response.raise_for_status()
         _check_votable(response.content)
 
@@ -89,16 +103,26 @@ def operations(obs_ids, session):
         finally:
             job.delete()
 
-    return {"knn": knn, "ssap": ssap, "getdata": getdata, "async": async_job}
+    return {"knn": knn, "ssap": ssap, "ssap_cone": ssap_cone, "getdata": getdata,
+            "async": async_job}
 
 
-def run_round(clients: int, seconds: float, obs_ids) -> dict:
+def _percentiles(values) -> dict:
+    if not values:
+        return {}
+    return {"p50": round(float(np.percentile(values, 50)) * 1e3, 1),
+            "p95": round(float(np.percentile(values, 95)) * 1e3, 1)}
+
+
+def run_round(clients: int, seconds: float, obs_ids, weights=None) -> dict:
+    """``clients`` threads, each repeating operations drawn by ``weights``
+    (default :data:`LOAD_WEIGHTS`) for ``seconds``, no think time."""
     import requests
 
     latencies, errors = defaultdict(list), defaultdict(list)
     lock = threading.Lock()
     stop = time.monotonic() + seconds
-    weights = {"knn": 4, "ssap": 3, "getdata": 3, "async": 1}
+    weights = weights or LOAD_WEIGHTS
 
     def client(seed):
         rng = random.Random(seed)
@@ -128,6 +152,7 @@ def run_round(clients: int, seconds: float, obs_ids) -> dict:
         "latency_ms": {n: {"p50": round(float(np.percentile(v, 50)) * 1e3, 1),
                            "p95": round(float(np.percentile(v, 95)) * 1e3, 1)}
                        for n, v in latencies.items() if v},
+        "all_latency_ms": _percentiles([x for v in latencies.values() for x in v]),
         "throughput_per_s": round(sum(map(len, latencies.values())) / seconds, 1),
     }
 
@@ -140,7 +165,8 @@ def main(argv=None) -> int:
 
     import pyvo
     obs_ids = [str(v) for v in pyvo.dal.TAPService(BASE + "/tap").search(
-        "SELECT obs_id FROM retrspect.ml_results", maxrec=100000)["obs_id"]]
+        "SELECT obs_id FROM retrspect.ml_results WHERE latent IS NOT NULL",
+        maxrec=100000)["obs_id"]]
     memory = {"before_mb": round(server_rss_mb(), 1)}
     first = run_round(args.clients, args.seconds, obs_ids)
     memory["after_round1_mb"] = round(server_rss_mb(), 1)

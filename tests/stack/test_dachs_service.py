@@ -62,15 +62,18 @@ def test_extension_hook_loads_in_a_fresh_dachs_process():
 def test_server_and_async_workers_run_on_the_venv():
     """The server runs the venv's Python, and `gavo` on its PATH (which
     starts the async TAP workers) is the venv's wrapper."""
-    pid = int((server.GAVO_ROOT / "state" / "web.pid").read_text())
-    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    assert cmdline[0].decode() == str(VENV_BIN / "python")
-    environ = dict(item.split(b"=", 1) for item in
-                   Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                   if b"=" in item)
-    path = environ[b"PATH"].decode()
     import shutil
-    assert shutil.which("gavo", path=path) == str(VENV_BIN / "gavo")
+    from retrspect.vo_services import serving
+    pids = [p.pid for p in serving.processes() if p.port is not None]
+    assert len(pids) == serving.process_count()
+    for pid in pids:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[0].decode() == str(VENV_BIN / "python")
+        environ = dict(item.split(b"=", 1) for item in
+                       Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                       if b"=" in item)
+        path = environ[b"PATH"].decode()
+        assert shutil.which("gavo", path=path) == str(VENV_BIN / "gavo")
 
 
 # ------------------------------------------------------------------ TAP ----

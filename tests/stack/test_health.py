@@ -10,7 +10,7 @@ import subprocess
 
 import sys
 from pathlib import Path
-from retrspect.ingest.infer import DEFAULT_MODEL_DIR
+from retrspect.ingest.infer import model_dir_from_environment
 
 
 def check(env: dict | None = None) -> tuple[int, dict]:
@@ -28,14 +28,14 @@ def test_every_check_passes_on_the_demo(tap):
     spectra = tap.search("SELECT COUNT(*) AS n FROM retrspect.spectra"
                          ).to_table()["n"][0]
     assert results["tables"]["detail"].startswith(f"{spectra} spectra")
-    for path in DEFAULT_MODEL_DIR.glob("*.onnx"):
+    for path in model_dir_from_environment().glob("*.onnx"):
         kind, digest = path.stem.split("-")
         assert f"{kind}-" in results["models"]["detail"]
         assert digest in results["models"]["detail"]
 
 
 def test_a_broken_model_file_fails_with_its_name(tmp_path, tap):
-    for path in DEFAULT_MODEL_DIR.glob("*.onnx"):
+    for path in model_dir_from_environment().glob("*.onnx"):
         shutil.copy(path, tmp_path)
     broken = next(tmp_path.glob("velocity-*.onnx"))
     broken.write_bytes(broken.read_bytes()[:1000])

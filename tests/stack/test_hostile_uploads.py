@@ -22,13 +22,16 @@ BYEXAMPLE_PATH = "/retrspect/q/byexample/api"
 
 
 def _server_memory():
-    """(VmRSS, VmHWM) of the DaCHS server in bytes."""
-    pid = int(Path("/var/gavo/state/web.pid").read_text())
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) * 1024
+    """(VmRSS, VmHWM) of the DaCHS server processes together, in bytes."""
+    from retrspect.vo_services import serving
+    fields = {"VmRSS": 0, "VmHWM": 0}
+    for process in serving.processes():
+        if process.port is None:
+            continue                                    # the balancer
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in fields:
+                fields[key] += int(value.split()[0]) * 1024
     return fields["VmRSS"], fields["VmHWM"]
 
 

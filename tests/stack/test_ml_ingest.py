@@ -32,11 +32,11 @@ def test_every_spectrum_has_ml_results(tap, db, sql):
     XQ100's near-IR spectra cover nothing of it (issue 11); a class exactly
     where the unknown-class rule places the spectrum (issue 13)."""
     from retrspect.ingest.contract import class_is_known
-    from retrspect.ingest.infer import DEFAULT_MODEL_DIR, load_model
+    from retrspect.ingest.infer import model_dir_from_environment, load_model
     from retrspect.ingest.preprocess import MIN_GRID_COVERAGE
 
-    vae = load_model(sorted(DEFAULT_MODEL_DIR.glob("vae-*.onnx"))[0])
-    classifier = load_model(sorted(DEFAULT_MODEL_DIR.glob("classifier-*.onnx"))[0])
+    vae = load_model(sorted(model_dir_from_environment().glob("vae-*.onnx"))[0])
+    classifier = load_model(sorted(model_dir_from_environment().glob("classifier-*.onnx"))[0])
     grid = vae.grid
     lo, hi = grid.wavelength[0] * 1e-10, grid.wavelength[-1] * 1e-10
     rows = sql(db, "SELECT s.ssa_pubdid, s.ssa_specstart, s.ssa_specend, "
@@ -77,7 +77,7 @@ def test_tap_values_equal_onnx_run_directly(tap, db, sql):
     import onnxruntime as ort
     from retrspect.ingest import preprocess
     from retrspect.ingest.sources import spectrum_of_row
-    from retrspect.ingest.infer import DEFAULT_MODEL_DIR, load_model
+    from retrspect.ingest.infer import model_dir_from_environment, load_model
 
     rows = sql(db, "SELECT obs_id, source_file, source_index FROM "
                    "retrspect.raw_data WHERE obs_id IN ('miles_m0028', "
@@ -90,7 +90,7 @@ def test_tap_values_equal_onnx_run_directly(tap, db, sql):
         "class_model, velocity_model FROM retrspect.ml_results WHERE obs_id "
         "IN ('miles_m0028', 'stelib_hd005820', 'manga_test_spectra_0')"
     ).to_table()}
-    for path in sorted(DEFAULT_MODEL_DIR.glob("*.onnx")):
+    for path in sorted(model_dir_from_environment().glob("*.onnx")):
         model = load_model(path)
         if model.kind == "space":
             continue  # tests/stack/test_spaces.py checks the plug-in spaces

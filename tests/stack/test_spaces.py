@@ -22,16 +22,16 @@ PLUGIN = "pca_blue"
 
 def shipped_spaces() -> list[str]:
     """generic and the plug-in spaces of the shipped model files."""
-    from retrspect.ingest.infer import DEFAULT_MODEL_DIR, ModelSet
-    return ["generic", *sorted(ModelSet.load(DEFAULT_MODEL_DIR).spaces)]
+    from retrspect.ingest.infer import model_dir_from_environment, ModelSet
+    return ["generic", *sorted(ModelSet.load(model_dir_from_environment()).spaces)]
 QUERIES = ("miles_m0028", "stelib_hd005820", "manga_test_spectra_0")
 
 
 @pytest.fixture(scope="module")
 def installed():
     """Space name -> the installed model that makes its vectors."""
-    from retrspect.ingest.infer import DEFAULT_MODEL_DIR, ModelSet
-    models = ModelSet.load(DEFAULT_MODEL_DIR)
+    from retrspect.ingest.infer import model_dir_from_environment, ModelSet
+    models = ModelSet.load(model_dir_from_environment())
     return {"generic": models.models["vae"], PLUGIN: models.models[PLUGIN]}
 
 
@@ -252,10 +252,10 @@ def test_a_contract_breaking_model_is_refused_before_anything_is_written(
         tmp_path, write_space_model, db, sql):
     """`retrspect import` with a models directory holding a broken file stops
     before any DaCHS command, naming the file and the field."""
-    from retrspect.ingest.infer import DEFAULT_MODEL_DIR
+    from retrspect.ingest.infer import model_dir_from_environment
     directory = tmp_path / "models"
     directory.mkdir()
-    for path in DEFAULT_MODEL_DIR.glob("*.onnx"):
+    for path in model_dir_from_environment().glob("*.onnx"):
         shutil.copy(path, directory)
     broken = write_space_model(directory, metadata={"outputs": json.dumps(
         {"latent": {"role": "latent", "metric": "l2"}, "level": {"role": "flux"}})})
@@ -279,11 +279,11 @@ def test_a_space_dropped_in_is_published_and_removed_without_code(
     retrspect.spaces) at the next `retrspect import`; removed, it is gone
     from all three at the next one."""
     import pyvo
-    from retrspect.ingest.infer import DEFAULT_MODEL_DIR
+    from retrspect.ingest.infer import model_dir_from_environment
     from retrspect.ingest.preprocess import MODEL_GRID
 
     command = [str(Path(sys.executable).parent / "retrspect"), "import"]
-    path = write_space_model(DEFAULT_MODEL_DIR, space="third", dim=6,
+    path = write_space_model(model_dir_from_environment(), space="third", dim=6,
                              grid=MODEL_GRID)
     try:
         subprocess.run(command, check=True, capture_output=True, timeout=900)

@@ -22,7 +22,7 @@ def _train(*args, timeout=900):
 
 
 def test_a_tiny_space_is_trained_exported_ingested_and_searchable(tmp_path, tap):
-    from retrspect.ingest.infer import DEFAULT_MODEL_DIR, load_model
+    from retrspect.ingest.infer import model_dir_from_environment, load_model
 
     result = _train("tinyarchive", *TINY, "--labels", "teff", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -38,7 +38,7 @@ def test_a_tiny_space_is_trained_exported_ingested_and_searchable(tmp_path, tap)
     assert "tinyarchive" in card and "$" not in card
     assert f"{figures['self_retrieval']['first']:.3f}" in card
 
-    installed = DEFAULT_MODEL_DIR / path.name
+    installed = model_dir_from_environment() / path.name
     installed.write_bytes(path.read_bytes())
     try:
         subprocess.run([RETRSPECT, "import"], check=True, capture_output=True, timeout=900)

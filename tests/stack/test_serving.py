@@ -1,0 +1,234 @@
+"""Serving many users (issue 16): several DaCHS processes behind HAProxy,
+kept up by supervisord, with TAP queries on a streaming replica.
+
+The last test stops everything and starts it again; it runs last in this
+file and leaves the stack serving.
+"""
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from retrspect.vo_services import replica, server, serving
+
+RETRSPECT = str(Path(sys.executable).parent / "retrspect")
+SAMPLE = ["miles_m0028", "stelib_hd005820", "manga_test_spectra_0"]
+
+
+def _ports():
+    return [p.port for p in serving.processes() if p.port is not None]
+
+
+def _knn(base, obs_id):
+    response = requests.post(f"{base}/tap/sync", data={
+        "LANG": "ADQL", "REQUEST": "doQuery",
+        "QUERY": "SELECT TOP 10 obs_id, gavo_spectrum_distance(latent, "
+                 f"'{obs_id}') AS d FROM retrspect.ml_results ORDER BY d"}, timeout=60)
+    response.raise_for_status()
+    return _rows(response.content)
+
+
+def _rows(content):
+    from astropy.io.votable import parse_single_table
+    table = parse_single_table(io.BytesIO(content)).to_table()
+    return [tuple(str(v) for v in row) for row in table]
+
+
+def _getdata(base, obs_id):
+    """The SDM spectrum's content: its PARAMs by name and its data bytes.
+
+    Not the raw bytes: DaCHS names XML elements (``ID="ndmst..."``) from a
+    per-process counter, so two processes (or one, twice) write the same
+    spectrum with other IDs."""
+    from astropy.io.votable import parse
+    response = requests.get(f"{base}/retrspect/q/sdl/dlget", params={
+        "ID": f"ivo://retrspect.example/~?retrspect/{obs_id}"}, timeout=60)
+    response.raise_for_status()
+    table = parse(io.BytesIO(response.content)).get_first_table()
+    params = {p.name: str(p.value) for p in table.params}
+    return params, table.array.data.tobytes(), table.array.mask.tobytes()
+
+
+def _ssap(base, pos):
+    response = requests.get(f"{base}/retrspect/q/ssa/ssap.xml", params={
+        "REQUEST": "queryData", "POS": pos, "SIZE": "5"}, timeout=60)
+    response.raise_for_status()
+    return _rows(response.content)
+
+
+def test_one_process_per_core_behind_the_balancer(base_url):
+    ports = _ports()
+    assert len(ports) == serving.process_count() == len(os.sched_getaffinity(0))
+    assert all(server.backends_answering().values())
+    names = {p.name for p in serving.processes() if p.running}
+    assert names == {f"web{i}" for i in range(1, len(ports) + 1)} | {"balancer"}
+
+
+def test_every_process_serves_the_same_answers(base_url):
+    """TAP kNN, SSAP and getData bytes: the same through the balancer and
+    from each process directly."""
+    direct = [f"http://127.0.0.1:{port}" for port in _ports()]
+    assert len(direct) >= 2
+    rng = random.Random(5)
+    for obs_id in SAMPLE:
+        want = _knn(base_url, obs_id)
+        assert want[0][0] == obs_id
+        assert all(_knn(d, obs_id) == want for d in direct)
+        data = _getdata(base_url, obs_id)
+        assert data[0]["ssa_pubDID"].endswith(obs_id) and len(data[1]) > 1000
+        assert all(_getdata(d, obs_id) == data for d in direct)
+        pos = f"{rng.uniform(0, 360):.3f},{rng.uniform(-60, 60):.3f}"
+        rows = _ssap(base_url, pos)
+        assert all(_ssap(d, pos) == rows for d in direct)
+
+
+def test_a_killed_process_comes_back_and_requests_in_flight_are_retried(base_url):
+    """SIGKILL one DaCHS process while clients send GETs and POSTs: no
+    client sees an error, and supervisord restarts the process."""
+    errors, done = [], []
+    stop = threading.Event()
+
+    def client(seed):
+        rng = random.Random(seed)
+        while not stop.is_set():
+            obs_id = rng.choice(SAMPLE)
+            try:
+                if rng.random() < 0.5:
+                    _knn(base_url, obs_id)                  # POST
+                else:
+                    _getdata(base_url, obs_id)              # GET
+                done.append(1)
+            except Exception as err:                        # counted, not hidden
+                errors.append(f"{type(err).__name__}: {err}"[:300])
+
+    # four clients: the sync jobs a killed process leaves EXECUTING stay
+    # below maxTAPRunning until they are cleared
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2)
+    victim = next(p for p in serving.processes() if p.port is not None)
+    before = len(done)
+    os.kill(victim.pid, signal.SIGKILL)
+    time.sleep(4)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(done) > before + 10              # clients went on being served
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = {p.name: p for p in serving.processes()}[victim.name]
+        if now.running and now.pid != victim.pid and \
+                server.backends_answering()[victim.port]:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"{victim.name} did not come back: {server.describe_processes()}")
+
+
+def _psql(port, sql):
+    return subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-p", str(port),
+                           "-d", "gavo", "-Atc", sql], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_sync_jobs_orphaned_by_a_killed_process_do_not_block_async_jobs(tap):
+    """Four sync jobs left EXECUTING (pid -1) past their time limit, as a
+    killed server process leaves them, fill maxTAPRunning; an async job
+    still runs, and the orphans end in ERROR."""
+    ids = [f"orphan{uuid.uuid4().hex[:10]}" for _ in range(4)]
+    values = ", ".join(
+        f"('{i}', 'EXECUTING', 60, (now() AT TIME ZONE 'UTC') - interval '10 minutes', "
+        f"(now() AT TIME ZONE 'UTC') + interval '1 day', -1)" for i in ids)
+    _psql(5432, "INSERT INTO tap_schema.tapjobs (jobId, phase, executionDuration, "
+                f"startTime, destructionTime, pid) VALUES {values}")
+    try:
+        job = tap.submit_job("SELECT TOP 3 obs_id FROM retrspect.raw_data ORDER BY obs_id")
+        job.run()
+        job.wait(phases=["COMPLETED", "ERROR", "ABORTED"], timeout=60)
+        job.raise_if_error()
+        assert len(job.fetch_result().to_table()) == 3
+        job.delete()
+        phases = _psql(5432, "SELECT DISTINCT phase FROM tap_schema.tapjobs WHERE jobId IN ("
+                             + ", ".join(f"'{i}'" for i in ids) + ")")
+        assert phases == "ERROR"
+    finally:
+        _psql(5432, "DELETE FROM tap_schema.tapjobs WHERE jobId IN ("
+                    + ", ".join(f"'{i}'" for i in ids) + ")")
+
+
+def _transactions(port):
+    return int(_psql(port, "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                           "WHERE datname = 'gavo'"))
+
+
+def test_a_tap_query_runs_on_the_replica_with_the_primarys_results(tap):
+    """Each TAP query opens its own connection under the untrusted profile:
+    the standby (pg_is_in_recovery) counts one transaction more per query."""
+    assert replica.configured()
+    assert _psql(5433, "SELECT pg_is_in_recovery()") == "t"
+    query = "SELECT TOP 20 obs_id, ssa_collection FROM retrspect.raw_data ORDER BY obs_id"
+    before = _transactions(5433)
+    for _ in range(10):
+        rows = [tuple(str(v) for v in r) for r in tap.search(query).to_table()]
+    deadline = time.monotonic() + 10
+    while _transactions(5433) - before < 10 and time.monotonic() < deadline:
+        time.sleep(0.2)                 # statistics are flushed as backends exit
+    assert _transactions(5433) - before >= 10
+    primary = _psql(5432, "SELECT obs_id, ssa_collection FROM retrspect.raw_data "
+                          "ORDER BY obs_id LIMIT 20")
+    assert rows == [tuple(line.split("|")) for line in primary.splitlines()]
+
+
+def test_a_tap_upload_runs_on_the_primary(tap):
+    """A standby refuses the upload's table: uploads are routed to the primary."""
+    from astropy.table import Table
+    ids = Table({"want": ["miles_m0028", "stelib_hd005820"]})
+    result = tap.search("SELECT r.obs_id FROM retrspect.raw_data AS r JOIN "
+                        "TAP_UPLOAD.ids AS u ON r.obs_id = u.want ORDER BY r.obs_id",
+                        uploads={"ids": ids}).to_table()
+    assert [str(v) for v in result["obs_id"]] == ["miles_m0028", "stelib_hd005820"]
+
+
+def test_replica_catches_up_after_a_write():
+    """WAL written on the primary (here a logical message, 1 MB) is
+    replayed on the standby, and wait_caught_up waits for exactly that."""
+    _psql(5432, "SELECT pg_logical_emit_message(false, 'retrspect', repeat('x', 1000000))")
+    assert replica.wait_caught_up(timeout=30) < 30
+    assert replica.bytes_behind() < 1_000_000   # the message was replayed
+
+
+def test_check_reports_every_process_and_the_replica():
+    result = subprocess.run([RETRSPECT, "check"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    server_line = next(line for line in result.stdout.splitlines() if " server " in line)
+    for process in serving.processes():
+        assert f"{process.name} running pid {process.pid}" in server_line
+    assert "TAP queries on the streaming replica (port 5433)" in result.stdout
+
+
+def test_serve_stop_leaves_no_process_behind_and_start_serves_again(base_url):
+    pids = [p.pid for p in serving.processes()]
+    assert subprocess.run([RETRSPECT, "serve", "stop"], timeout=120).returncode == 0
+    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    assert alive == []
+    assert not serving.supervisor_running()
+    left = subprocess.run(["pgrep", "-f", "dachs serve start|haproxy -db|supervisord -c"],
+                          capture_output=True, text=True).stdout.split()
+    assert left == []
+    assert not server.is_running()
+    assert subprocess.run([RETRSPECT, "serve", "start"], timeout=300).returncode == 0
+    assert server.is_running() and all(server.backends_answering().values())

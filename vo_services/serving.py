@@ -1,0 +1,304 @@
+"""Serve with several DaCHS processes behind HAProxy, kept up by supervisord.
+
+One DaCHS server process is single-threaded Python: it uses one core.  The
+archive runs ``N`` of them (default: one per core), each ``dachs serve start
+-f`` with its own rc file (``GAVOSETTINGS``) that differs from
+``/etc/gavo.rc`` only in ``serverPort``; ``serverURL`` stays the public
+address, so every link a process writes points at the balancer.  They share
+the database, the stateDir and the UWS directory, so an async job created
+through one process is seen by all.
+
+HAProxy listens on the public port and spreads requests over the processes
+(least connections).  A request whose process dies (connection refused,
+reset or empty answer) is retried on another process; POST bodies are
+buffered so they can be re-sent.  supervisord restarts a process that exits
+or is killed.  Both run from this project's own configuration in
+``/etc/retrspect`` (not the Debian packages' services, which need an init
+system), written by :func:`write_config` and controlled by
+``retrspect serve start|stop|status``.
+
+DaCHS limits running async TAP jobs with ``[async] maxTAPRunning`` by
+counting the EXECUTING jobs in the shared jobs table, so the configured
+limit holds for all processes together and every rc keeps it unchanged.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from retrspect.ingest.errors import RetrspectError
+
+#: where the serving configuration is written
+CONF_DIR = Path(os.environ.get("RETRSPECT_ETC", "/etc/retrspect"))
+#: the first DaCHS process listens on BACKEND_BASE_PORT + 1, and so on
+BACKEND_BASE_PORT = int(os.environ.get("RETRSPECT_BACKEND_BASE_PORT", "9080"))
+SOCKET = Path("/run/retrspect-supervisor.sock")
+PROGRAM = "web"
+
+
+class ServingError(RetrspectError, RuntimeError):
+    """The serving processes could not be configured, started or asked."""
+
+
+def process_count() -> int:
+    """``RETRSPECT_WEB_PROCESSES``, else the cores this machine lets us use."""
+    value = os.environ.get("RETRSPECT_WEB_PROCESSES")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ServingError(f"RETRSPECT_WEB_PROCESSES={value!r}: a positive integer")
+        return int(value)
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def backend_ports(n: int | None = None) -> list[int]:
+    return [BACKEND_BASE_PORT + i for i in range(1, (n or process_count()) + 1)]
+
+
+def process_rc(base_rc: str, port: int) -> str:
+    """``/etc/gavo.rc`` with the process's own ``serverPort``."""
+    text, found = re.subn(r"(?m)^serverPort:.*$", f"serverPort: {port}", base_rc)
+    if not found:
+        raise ServingError("/etc/gavo.rc has no [web] serverPort line")
+    return f"# written by retrspect (vo_services/serving.py) from /etc/gavo.rc\n{text}"
+
+
+def haproxy_config(public_port: int, ports: list[int]) -> str:
+    """The balancer: least connections, health checks, retries on another
+    process when one dies under a request (GET and POST alike)."""
+    servers = "\n".join(f"    server web{i} 127.0.0.1:{port} check"
+                        for i, port in enumerate(ports, start=1))
+    return f"""# written by retrspect (vo_services/serving.py)
+global
+    maxconn 1024
+    # a POST is retried only if its whole body fits the buffer
+    tune.bufsize 262144
+
+defaults
+    mode http
+    log stdout format raw local0 err
+    option httplog
+    timeout connect 2s
+    timeout client 10m
+    timeout server 10m
+    timeout http-request 30s
+    # a request whose process died is sent again, to another process
+    retries 3
+    option redispatch 1
+    retry-on conn-failure empty-response junk-response response-timeout 503
+    option http-buffer-request
+
+frontend public
+    bind 127.0.0.1:{public_port}
+    default_backend dachs
+
+backend dachs
+    balance leastconn
+    option httpchk GET /static/help.shtml
+    http-check expect status 200
+    default-server inter 1s fall 2 rise 1 maxconn 32
+{servers}
+"""
+
+
+def supervisord_config(n: int, venv_bin: Path, logs: Path) -> str:
+    """supervisord's configuration: N DaCHS processes and HAProxy."""
+    return f"""; written by retrspect (vo_services/serving.py)
+[unix_http_server]
+file={SOCKET}
+chmod=0700
+
+[supervisord]
+logfile={logs}/supervisord.log
+pidfile=/run/retrspect-supervisord.pid
+childlogdir={logs}
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{SOCKET}
+
+[program:{PROGRAM}]
+process_name=%(program_name)s%(process_num)d
+numprocs={n}
+numprocs_start=1
+command={venv_bin}/dachs serve start -f
+environment=GAVOSETTINGS="{CONF_DIR}/gavo-web%(process_num)d.rc",PATH="{venv_bin}:/usr/bin:/bin"
+user=dachsroot
+autorestart=true
+startsecs=2
+startretries=10
+; TERM lets a process finish what it serves; its async jobs run on
+stopsignal=TERM
+stopwaitsecs=20
+redirect_stderr=true
+stdout_logfile={logs}/%(program_name)s%(process_num)d.log
+stdout_logfile_maxbytes=10MB
+
+[program:balancer]
+command=/usr/sbin/haproxy -db -f {CONF_DIR}/haproxy.cfg
+autorestart=true
+startsecs=1
+redirect_stderr=true
+stdout_logfile={logs}/haproxy.log
+stdout_logfile_maxbytes=10MB
+"""
+
+
+def write_config(n: int | None = None) -> bool:
+    """Write the rc files, HAProxy's and supervisord's configuration for
+    ``n`` processes; returns whether anything changed."""
+    from retrspect.vo_services import server
+    n = n or process_count()
+    base_rc = Path(os.environ.get("GAVOSETTINGS", "/etc/gavo.rc")).read_text()
+    ports = backend_ports(n)
+    files = {f"gavo-web{i}.rc": process_rc(base_rc, port)
+             for i, port in enumerate(ports, start=1)}
+    files["haproxy.cfg"] = haproxy_config(server.server_port(), ports)
+    files["supervisord.conf"] = supervisord_config(n, server.venv_bin(),
+                                                   server.GAVO_ROOT / "logs")
+    CONF_DIR.mkdir(parents=True, exist_ok=True)
+    changed = False
+    for name, text in files.items():
+        path = CONF_DIR / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            changed = True
+    for stale in CONF_DIR.glob("gavo-web*.rc"):
+        if stale.name not in files:
+            stale.unlink()
+            changed = True
+    return changed
+
+
+def _ctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["supervisorctl", "-c", str(CONF_DIR / "supervisord.conf"),
+                             *args], capture_output=True, text=True)
+    # supervisorctl exits 3 when a listed process is not RUNNING
+    if check and result.returncode not in (0, 3):
+        raise ServingError(f"supervisorctl {' '.join(args)}: "
+                           f"{(result.stdout + result.stderr).strip()[-1000:]}")
+    return result
+
+
+def supervisor_running() -> bool:
+    return SOCKET.exists() and _ctl("pid", check=False).stdout.strip().isdigit()
+
+
+@dataclass
+class Process:
+    """One supervised process as supervisorctl reports it."""
+
+    name: str
+    state: str
+    pid: int | None
+    port: int | None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "RUNNING"
+
+
+def processes() -> list[Process]:
+    """Every supervised process (DaCHS processes, then the balancer)."""
+    if not supervisor_running():
+        return []
+    out = []
+    for line in _ctl("status").stdout.splitlines():
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        name = parts[0].split(":")[-1]
+        pid = re.search(r"pid (\d+)", line)
+        number = re.fullmatch(rf"{PROGRAM}(\d+)", name)
+        out.append(Process(name, parts[1], int(pid.group(1)) if pid else None,
+                           BACKEND_BASE_PORT + int(number.group(1)) if number else None))
+    return sorted(out, key=lambda p: (p.port is None, p.port or 0))
+
+
+def start() -> None:
+    """Start supervisord (and with it every process), or bring a running
+    one in line with the configuration just written."""
+    if not supervisor_running():
+        subprocess.run(["supervisord", "-c", str(CONF_DIR / "supervisord.conf")],
+                       check=True, capture_output=True, text=True)
+        deadline = time.monotonic() + 10
+        while not supervisor_running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not supervisor_running():
+            raise ServingError("supervisord did not start; see "
+                               "/var/gavo/logs/supervisord.log")
+        return
+    _ctl("reread")
+    _ctl("update")
+    _ctl("start", "all")
+
+
+def restart() -> None:
+    """Restart every DaCHS process (new code or models), then the balancer
+    if its configuration changed (HAProxy reads it only at start)."""
+    _ctl("restart", f"{PROGRAM}:*", "balancer")
+
+
+def stop() -> None:
+    """Stop every process and supervisord itself; nothing is left behind."""
+    if not supervisor_running():
+        return
+    pid = int(_ctl("pid").stdout.strip())
+    _ctl("shutdown", check=False)
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    raise ServingError(f"supervisord (pid {pid}) did not stop")
+
+
+def reload() -> None:
+    """Make every DaCHS process re-read RDs (SIGHUP clears DaCHS's caches)."""
+    if supervisor_running():
+        _ctl("signal", "HUP", f"{PROGRAM}:*")
+
+
+#: how long past its time limit a sync TAP job may stay EXECUTING before it
+#: is taken as orphaned by a server process that died under it
+ORPHAN_GRACE_S = 30
+
+
+def clear_orphaned_sync_jobs() -> None:
+    """Hooked into ``gavo.protocols.uws`` (every DaCHS process): a sync TAP
+    job is a row EXECUTING with pid -1 while its server process runs the
+    query; if that process is killed, the row stays EXECUTING for ever and
+    counts against ``maxTAPRunning``, so async jobs stop starting.  DaCHS
+    clears dead async runners (by pid) when the queue is stuck; this adds
+    the sync jobs whose time limit (``defaultExecTimeSync``, when the
+    query's statement timeout ended it anyway) passed ``ORPHAN_GRACE_S``
+    ago."""
+    from gavo import base
+    from gavo.protocols import uws
+    original = uws.UWSWithQueueing._ensureJobsAreRunning
+    if getattr(original, "clears_sync_orphans", False):
+        return
+
+    def _ensureJobsAreRunning(self):
+        table = self.jobClass.jobsTD.getQName()
+        with base.getTableConn() as conn:
+            orphans = [row[0] for row in conn.query(
+                f"SELECT jobId FROM {table} WHERE phase = 'EXECUTING' AND pid < 2 "
+                "AND startTime < (now() AT TIME ZONE 'UTC') "
+                "- make_interval(secs => executionDuration + %(grace)s)",
+                {"grace": ORPHAN_GRACE_S})]
+        for job_id in orphans:
+            self.changeToPhase(job_id, "ERROR", uws.UWSError(
+                f"Sync job {job_id} outlived its server process.", job_id))
+            base.ui.notifyError(f"Orphaned sync TAP job cleared: {job_id}")
+        return original(self)
+
+    _ensureJobsAreRunning.clears_sync_orphans = True
+    uws.UWSWithQueueing._ensureJobsAreRunning = _ensureJobsAreRunning
