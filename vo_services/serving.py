@@ -66,11 +66,18 @@ def process_rc(base_rc: str, port: int) -> str:
     return f"# written by retrspect (vo_services/serving.py) from /etc/gavo.rc\n{text}"
 
 
+#: requests one DaCHS process serves at once (HAProxy queues the rest);
+#: measured with the serving benchmark's 32 clients on 2 cores: 1 -> 31.4,
+#: 2 -> 35.5, 3 -> 29.8, 4 -> 28.2, 32 -> 22-31 requests/s
+PER_PROCESS_CONNECTIONS = int(os.environ.get("RETRSPECT_PER_PROCESS_CONNECTIONS", "2"))
+
+
 def haproxy_config(public_port: int, ports: list[int]) -> str:
     """The balancer: least connections, health checks, retries on another
     process when one dies under a request (GET and POST alike)."""
     servers = "\n".join(f"    server web{i} 127.0.0.1:{port} check"
                         for i, port in enumerate(ports, start=1))
+    per_process = PER_PROCESS_CONNECTIONS
     return f"""# written by retrspect (vo_services/serving.py)
 global
     maxconn 1024
@@ -85,8 +92,9 @@ defaults
     timeout client 10m
     timeout server 10m
     timeout http-request 30s
+    timeout queue 5m
     # a request whose process died is sent again, to another process
-    retries 3
+    retries 5
     option redispatch 1
     retry-on conn-failure empty-response junk-response response-timeout 503
     option http-buffer-request
@@ -99,7 +107,11 @@ backend dachs
     balance leastconn
     option httpchk GET /static/help.shtml
     http-check expect status 200
-    default-server inter 1s fall 2 rise 1 maxconn 32
+    # a DaCHS process runs Python under one lock: a few requests at a time
+    # each, the rest wait in HAProxy's queue rather than thrash that lock
+    # a process whose connection fails is taken out at once (not after the
+    # next health checks), so the retries go to the others
+    default-server inter 500ms fall 1 rise 2 observe layer4 error-limit 1 on-error mark-down maxconn {per_process}
 {servers}
 """
 
