@@ -38,12 +38,14 @@ log "installing retrspect into $VENV"
 "${pip[@]}" install --no-deps --no-build-isolation --force-reinstall "$here"
 
 # DaCHS's CLI on the venv's Python: `dachs` for us, `gavo` for the async TAP
-# workers the server starts from PATH (gavo taprun).
+# workers the server starts from PATH (gavo taprun), which hands its job to
+# the warm worker server when it runs (vo_services/taprun_server.py).
+cli_module() { [ "$1" = gavo ] && echo retrspect.vo_services.taprun_server || echo gavo.user.cli; }
 for name in dachs gavo; do
   cat > "$VENV/bin/$name" <<PY
 #!$VENV/bin/python
 import sys
-from gavo.user.cli import main
+from $(cli_module $name) import main
 if __name__ == "__main__":  # spawned worker processes import this file
     sys.exit(main())
 PY

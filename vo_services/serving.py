@@ -151,6 +151,17 @@ redirect_stderr=true
 stdout_logfile={logs}/%(program_name)s%(process_num)d.log
 stdout_logfile_maxbytes=10MB
 
+[program:taprun]
+; async TAP jobs forked from a process with DaCHS and the RDs loaded
+command={venv_bin}/python -m retrspect.vo_services.taprun_server
+environment=PATH="{venv_bin}:/usr/bin:/bin"
+user=dachsroot
+autorestart=true
+startsecs=1
+redirect_stderr=true
+stdout_logfile={logs}/taprun.log
+stdout_logfile_maxbytes=10MB
+
 [program:balancer]
 command=/usr/sbin/haproxy -db -f {CONF_DIR}/haproxy.cfg
 autorestart=true
@@ -251,9 +262,9 @@ def start() -> None:
 
 
 def restart() -> None:
-    """Restart every DaCHS process (new code or models), then the balancer
-    if its configuration changed (HAProxy reads it only at start)."""
-    _ctl("restart", f"{PROGRAM}:*", "balancer")
+    """Restart every process: new code, models or configuration (HAProxy
+    reads its configuration only at start)."""
+    _ctl("restart", f"{PROGRAM}:*", "taprun", "balancer")
 
 
 def stop() -> None:
@@ -273,9 +284,12 @@ def stop() -> None:
 
 
 def reload() -> None:
-    """Make every DaCHS process re-read RDs (SIGHUP clears DaCHS's caches)."""
+    """Make every DaCHS process re-read RDs (SIGHUP clears DaCHS's caches),
+    and restart the warm TAP workers, whose RDs are parsed at start."""
     if supervisor_running():
         _ctl("signal", "HUP", f"{PROGRAM}:*")
+        if any(p.name == "taprun" for p in processes()):
+            _ctl("restart", "taprun")
 
 
 #: how long past its time limit a sync TAP job may stay EXECUTING before it

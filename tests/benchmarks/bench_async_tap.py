@@ -44,16 +44,21 @@ def _utc(text):
 def one_job(session) -> dict:
     started = time.time()
     response = session.post(f"{BASE}/tap/async", data={
-        "LANG": "ADQL", "REQUEST": "doQuery", "QUERY": QUERY, "PHASE": "RUN"},
+        "LANG": "ADQL", "REQUEST": "doQuery", "QUERY": QUERY},
         allow_redirects=False, timeout=60)
     job_url = response.headers["Location"]
     if not job_url.startswith("http"):
         job_url = BASE + job_url
+    session.post(f"{job_url}/phase", data={"PHASE": "RUN"}, allow_redirects=False,
+                 timeout=60).raise_for_status()
     submitted = time.time()
+    deadline = submitted + 120
     while True:
         phase = session.get(f"{job_url}/phase", timeout=60).text.strip()
         if phase in ("COMPLETED", "ERROR", "ABORTED"):
             break
+        if time.time() > deadline:
+            raise RuntimeError(f"job {job_url} still {phase} after 120 s")
         time.sleep(0.02)
     seen = time.time()
     from lxml import etree
@@ -65,7 +70,7 @@ def one_job(session) -> dict:
     session.delete(job_url, timeout=60)
     if phase != "COMPLETED" or b"miles_m0028" not in result.content:
         raise RuntimeError(f"job {job_url}: {phase}")
-    return {"total_s": fetched - started, "submit_s": submitted - started,
+    return {"total_s": fetched - started, "create_and_run_s": submitted - started,
             "submit_to_start_s": start - started if start else None,
             "start_to_end_s": end - start if start and end else None,
             "end_to_seen_s": seen - end if end else None,

@@ -72,7 +72,7 @@ def test_one_process_per_core_behind_the_balancer(base_url):
     assert len(ports) == serving.process_count() == len(os.sched_getaffinity(0))
     assert all(server.backends_answering().values())
     names = {p.name for p in serving.processes() if p.running}
-    assert names == {f"web{i}" for i in range(1, len(ports) + 1)} | {"balancer"}
+    assert names == {f"web{i}" for i in range(1, len(ports) + 1)} | {"balancer", "taprun"}
 
 
 def test_every_process_serves_the_same_answers(base_url):
@@ -167,6 +167,88 @@ def test_sync_jobs_orphaned_by_a_killed_process_do_not_block_async_jobs(tap):
     finally:
         _psql(5432, "DELETE FROM tap_schema.tapjobs WHERE jobId IN ("
                     + ", ".join(f"'{i}'" for i in ids) + ")")
+
+
+TAPRUN_LOG = server.GAVO_ROOT / "logs" / "taprun.log"
+KNN = ("SELECT TOP 10 obs_id, gavo_spectrum_distance(latent, 'miles_m0028') AS d "
+       "FROM retrspect.ml_results ORDER BY d")
+
+
+def _run_async(tap, query):
+    job = tap.submit_job(query)
+    job.run()
+    job.wait(phases=["COMPLETED", "ERROR", "ABORTED"], timeout=60)
+    job.raise_if_error()
+    rows = [tuple(str(v) for v in r) for r in job.fetch_result().to_table()]
+    job_id = job.job_id
+    job.delete()
+    return job_id, rows
+
+
+def test_async_jobs_run_in_warm_workers_with_the_sync_answer(tap):
+    job_id, rows = _run_async(tap, KNN)
+    assert rows == [tuple(str(v) for v in r) for r in tap.search(KNN).to_table()]
+    assert rows[0][0] == "miles_m0028"
+    assert f"taprun -- {job_id}" in TAPRUN_LOG.read_text()
+
+
+def test_async_jobs_run_without_the_warm_server(tap):
+    """With the warm server stopped, `gavo taprun` runs the job itself."""
+    subprocess.run(["supervisorctl", "-c", str(serving.CONF_DIR / "supervisord.conf"),
+                    "stop", "taprun"], check=True, capture_output=True)
+    try:
+        job_id, rows = _run_async(tap, KNN)
+        assert rows[0][0] == "miles_m0028"
+        assert f"taprun -- {job_id}" not in TAPRUN_LOG.read_text()
+    finally:
+        subprocess.run(["supervisorctl", "-c", str(serving.CONF_DIR / "supervisord.conf"),
+                        "start", "taprun"], check=True, capture_output=True)
+        _wait_for_warm_server()
+
+
+def _wait_for_warm_server():
+    import socket
+    from retrspect.vo_services.taprun_server import SOCKET
+    deadline = time.monotonic() + 30
+    while True:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(SOCKET))
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "the warm TAP worker server is not back"
+            time.sleep(0.2)
+        finally:
+            probe.close()
+
+
+def test_an_async_job_in_a_warm_worker_can_be_aborted(tap):
+    """DaCHS aborts by signalling the process it started; the signal
+    reaches the forked worker, which ends the job ABORTED."""
+    job = tap.submit_job("JUST HANG around")          # DaCHS's test query: sleeps
+    try:
+        job.run()
+        deadline = time.monotonic() + 60
+        while f"taprun -- {job.job_id}" not in TAPRUN_LOG.read_text():
+            assert time.monotonic() < deadline, f"job still {job.phase}"
+            time.sleep(0.2)
+        worker = int(TAPRUN_LOG.read_text()
+                     .split(f" for --ui stingy taprun -- {job.job_id}")[0]
+                     .rsplit("worker ", 1)[1])
+        time.sleep(1)                                 # the job records its start
+        job.abort()
+        deadline = time.monotonic() + 30
+        while job.phase not in ("ABORTED", "ERROR", "COMPLETED"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert job.phase == "ABORTED"
+        while Path(f"/proc/{worker}").exists():
+            assert time.monotonic() < deadline, "the worker outlived its aborted job"
+            time.sleep(0.2)
+    finally:
+        if job.phase not in ("ABORTED", "ERROR", "COMPLETED"):
+            job.abort()
+        job.delete()
 
 
 def _transactions(port):
