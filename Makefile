@@ -23,7 +23,7 @@ test: deploy
 stop:
 	$(VENV)/bin/retrspect serve stop
 
-.PHONY: bench-ingest bench-knn bench-load bench-serve
+.PHONY: bench-ingest bench-knn bench-load bench-serve bench-async bench-replica
 bench-ingest: deploy
 	$(VENV)/bin/python tests/benchmarks/bench_ingest.py
 
@@ -35,3 +35,9 @@ bench-load: deploy
 
 bench-serve: deploy
 	$(VENV)/bin/python tests/benchmarks/bench_serve.py
+
+bench-async: deploy
+	$(VENV)/bin/python tests/benchmarks/bench_async_tap.py
+
+bench-replica: deploy
+	$(VENV)/bin/python tests/benchmarks/bench_replica_lag.py

@@ -65,6 +65,8 @@ BENCHMARKS = {
     "load": "50 concurrent clients: errors, latency, server memory",
     "train_space": "training a latent space on the archive: minutes, self-retrieval",
     "serve": "32 clients on the multi-process server, one process killed: rate, p95, errors",
+    "async_tap": "where an async TAP job's seconds go, against sync and a cold start",
+    "replica_lag": "read-replica lag during an import of 10k spectra",
 }
 
 

@@ -157,16 +157,22 @@ def run_round(clients: int, seconds: float, obs_ids, weights=None) -> dict:
     }
 
 
+def embedded_obs_ids() -> list[str]:
+    """The spectra with a generic latent (a kNN query by any other is
+    refused, as it should be)."""
+    import pyvo
+    return [str(v) for v in pyvo.dal.TAPService(BASE + "/tap").search(
+        "SELECT obs_id FROM retrspect.ml_results WHERE latent IS NOT NULL",
+        maxrec=100000)["obs_id"]]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args(argv)
 
-    import pyvo
-    obs_ids = [str(v) for v in pyvo.dal.TAPService(BASE + "/tap").search(
-        "SELECT obs_id FROM retrspect.ml_results WHERE latent IS NOT NULL",
-        maxrec=100000)["obs_id"]]
+    obs_ids = embedded_obs_ids()
     memory = {"before_mb": round(server_rss_mb(), 1)}
     first = run_round(args.clients, args.seconds, obs_ids)
     memory["after_round1_mb"] = round(server_rss_mb(), 1)

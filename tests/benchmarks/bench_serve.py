@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_load import BASE, run_round  # noqa: E402
+from bench_load import BASE, embedded_obs_ids, run_round  # noqa: E402
 from common import save  # noqa: E402
 
 MIX = {"knn": 1, "ssap_cone": 1, "getdata": 1}
@@ -64,11 +64,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=30)
     args = parser.parse_args(argv)
 
-    import pyvo
     from retrspect.vo_services import server
-    obs_ids = [str(v) for v in pyvo.dal.TAPService(BASE + "/tap").search(
-        "SELECT obs_id FROM retrspect.ml_results WHERE latent IS NOT NULL",
-        maxrec=100000)["obs_id"]]
+    obs_ids = embedded_obs_ids()
     processes = server.describe_processes()
     one = run_round(1, args.seconds, obs_ids, MIX)
     many = run_round(args.clients, args.seconds, obs_ids, MIX)
