@@ -152,7 +152,7 @@ def start(timeout: float = 120.0) -> str:
     stale code serving.
     """
     from retrspect.vo_services import serving
-    changed = serving.write_config()
+    changed = serving.write_config(server_port(), venv_bin(), GAVO_ROOT / "logs")
     if serving.supervisor_running():
         current = (serves_installed_code() and not changed
                    and all(p.running for p in serving.processes()))

@@ -172,18 +172,18 @@ stdout_logfile_maxbytes=10MB
 """
 
 
-def write_config(n: int | None = None) -> bool:
+def write_config(public_port: int, venv_bin: Path, logs: Path, n: int | None = None
+                 ) -> bool:
     """Write the rc files, HAProxy's and supervisord's configuration for
-    ``n`` processes; returns whether anything changed."""
-    from retrspect.vo_services import server
+    ``n`` processes (default: :func:`process_count`) behind ``public_port``;
+    returns whether anything changed."""
     n = n or process_count()
     base_rc = Path(os.environ.get("GAVOSETTINGS", "/etc/gavo.rc")).read_text()
     ports = backend_ports(n)
     files = {f"gavo-web{i}.rc": process_rc(base_rc, port)
              for i, port in enumerate(ports, start=1)}
-    files["haproxy.cfg"] = haproxy_config(server.server_port(), ports)
-    files["supervisord.conf"] = supervisord_config(n, server.venv_bin(),
-                                                   server.GAVO_ROOT / "logs")
+    files["haproxy.cfg"] = haproxy_config(public_port, ports)
+    files["supervisord.conf"] = supervisord_config(n, venv_bin, logs)
     CONF_DIR.mkdir(parents=True, exist_ok=True)
     changed = False
     for name, text in files.items():
