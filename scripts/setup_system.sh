@@ -121,7 +121,7 @@ runuser -u dachsroot -- sh -c "sed 's/^include dsn\$/include dsn-replica/' $etc/
 # DaCHS configuration: loopback server, our authority.
 RC_VERSION=2  # bump when the gavo.rc written below changes
 if [ ! -f /etc/gavo.rc ] || ! grep -q "serverPort: $PORT\$" /etc/gavo.rc \
-    || ! grep -q "^# retrspect gavo.rc v$RC_VERSION\$" /etc/gavo.rc; then
+    || ! grep -q "^# retrspect gavo.rc v$RC_VERSION " /etc/gavo.rc; then
   log "writing /etc/gavo.rc (port $PORT)"
   cat > /etc/gavo.rc <<RC
 # retrspect gavo.rc v$RC_VERSION (written by scripts/setup_system.sh)
