@@ -82,12 +82,13 @@ def _sql(db, query: str, params: dict | None = None) -> list[tuple]:
     return rows
 
 
-def _psql(query: str) -> str:
+def _psql(query: str, port: int = 5432) -> str:
     """Output of one SQL statement run by psql as the postgres superuser
-    (for what the DaCHS roles may not see or do: other sessions, DDL)."""
+    (for what the DaCHS roles may not see or do: other sessions, DDL), on
+    the primary or, with ``port=5433``, on the read replica set-up builds."""
     import subprocess
-    return subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-d",
-                           "gavo", "-tA", "-c", query], capture_output=True,
+    return subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-p", str(port),
+                           "-d", "gavo", "-tA", "-c", query], capture_output=True,
                           text=True, check=True).stdout.strip()
 
 
@@ -99,7 +100,8 @@ def sql():
 
 @pytest.fixture(scope="session")
 def psql():
-    """``psql(query)``: one statement's output, as the postgres superuser."""
+    """``psql(query, port=5432)``: one statement's output, as the postgres
+    superuser (``port=5433``: on the read replica)."""
     return _psql
 
 

@@ -36,13 +36,13 @@ def test_tap_queries_run_as_the_untrusted_role(tap, psql):
     try:
         users = ""
         for _ in range(120):
-            # the job's SQL shows as a FETCH from its cursor (DaCHS's own
-            # bookkeeping connections may be active at the same moment)
+            # the job's SQL shows as a FETCH from its cursor, on the read
+            # replica, where TAP queries run (test_serving checks that)
             users = psql("SELECT string_agg(DISTINCT usename, ',') FROM "
                           "pg_stat_activity WHERE state = 'active' AND "
                           "backend_type = 'client backend' AND "
                           "pid != pg_backend_pid() AND (query ILIKE 'FETCH%' "
-                          "OR query ILIKE '%ml_results%')")
+                          "OR query ILIKE '%ml_results%')", port=5433)
             if users:
                 break
             time.sleep(0.25)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 N_FILES = 1200
-TMPFS = Path("/mnt/retrspect_full")
+TMPFS = Path("/var/lib/postgresql/retrspect_full")
 
 
 def _counts(psql) -> tuple[int, int, int]:
@@ -109,7 +109,17 @@ def test_database_restart_mid_import(empty_bench, bench_tools, psql):
 
 @pytest.fixture
 def full_tablespace(bench_tools, psql):
+    """A 1 MB tablespace on tmpfs.
+
+    The read replica runs on this host and replays CREATE TABLESPACE at the
+    same path, where it would write into (and on replay wipe) the primary's
+    files: its replay is paused while the tablespace exists, and resumed
+    once it is dropped and unmounted, when the replica makes and drops it
+    in the empty directory below (owned by postgres)."""
+    from retrspect.vo_services import replica
     TMPFS.mkdir(exist_ok=True)
+    subprocess.run(["chown", "postgres:postgres", str(TMPFS)], check=True)
+    psql("SELECT pg_wal_replay_pause()", port=5433)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
                     str(TMPFS)], check=True)
     try:
@@ -121,6 +131,8 @@ def full_tablespace(bench_tools, psql):
         bench_tools.dachs("drop", bench_tools.BENCH_RD, check=False)
         psql("DROP TABLESPACE IF EXISTS retrspect_full")
         subprocess.run(["umount", str(TMPFS)], check=False)
+        psql("SELECT pg_wal_replay_resume()", port=5433)
+        replica.wait_caught_up(timeout=120)
 
 
 def test_disk_full_mid_import(bench_files, full_tablespace, bench_tools, psql):

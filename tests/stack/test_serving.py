@@ -138,13 +138,7 @@ def test_a_killed_process_comes_back_and_requests_in_flight_are_retried(base_url
         pytest.fail(f"{victim.name} did not come back: {server.describe_processes()}")
 
 
-def _psql(port, sql):
-    return subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-p", str(port),
-                           "-d", "gavo", "-Atc", sql], capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
-def test_sync_jobs_orphaned_by_a_killed_process_do_not_block_async_jobs(tap):
+def test_sync_jobs_orphaned_by_a_killed_process_do_not_block_async_jobs(tap, psql):
     """Four sync jobs left EXECUTING (pid -1) past their time limit, as a
     killed server process leaves them, fill maxTAPRunning; an async job
     still runs, and the orphans end in ERROR."""
@@ -152,7 +146,7 @@ def test_sync_jobs_orphaned_by_a_killed_process_do_not_block_async_jobs(tap):
     values = ", ".join(
         f"('{i}', 'EXECUTING', 60, (now() AT TIME ZONE 'UTC') - interval '10 minutes', "
         f"(now() AT TIME ZONE 'UTC') + interval '1 day', -1)" for i in ids)
-    _psql(5432, "INSERT INTO tap_schema.tapjobs (jobId, phase, executionDuration, "
+    psql(port=5432, query="INSERT INTO tap_schema.tapjobs (jobId, phase, executionDuration, "
                 f"startTime, destructionTime, pid) VALUES {values}")
     try:
         job = tap.submit_job("SELECT TOP 3 obs_id FROM retrspect.raw_data ORDER BY obs_id")
@@ -161,11 +155,11 @@ def test_sync_jobs_orphaned_by_a_killed_process_do_not_block_async_jobs(tap):
         job.raise_if_error()
         assert len(job.fetch_result().to_table()) == 3
         job.delete()
-        phases = _psql(5432, "SELECT DISTINCT phase FROM tap_schema.tapjobs WHERE jobId IN ("
+        phases = psql(port=5432, query="SELECT DISTINCT phase FROM tap_schema.tapjobs WHERE jobId IN ("
                              + ", ".join(f"'{i}'" for i in ids) + ")")
         assert phases == "ERROR"
     finally:
-        _psql(5432, "DELETE FROM tap_schema.tapjobs WHERE jobId IN ("
+        psql(port=5432, query="DELETE FROM tap_schema.tapjobs WHERE jobId IN ("
                     + ", ".join(f"'{i}'" for i in ids) + ")")
 
 
@@ -251,25 +245,25 @@ def test_an_async_job_in_a_warm_worker_can_be_aborted(tap):
         job.delete()
 
 
-def _transactions(port):
-    return int(_psql(port, "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+def _transactions(psql, port):
+    return int(psql(port=port, query="SELECT xact_commit + xact_rollback FROM pg_stat_database "
                            "WHERE datname = 'gavo'"))
 
 
-def test_a_tap_query_runs_on_the_replica_with_the_primarys_results(tap):
+def test_a_tap_query_runs_on_the_replica_with_the_primarys_results(tap, psql):
     """Each TAP query opens its own connection under the untrusted profile:
     the standby (pg_is_in_recovery) counts one transaction more per query."""
     assert replica.configured()
-    assert _psql(5433, "SELECT pg_is_in_recovery()") == "t"
+    assert psql(port=5433, query="SELECT pg_is_in_recovery()") == "t"
     query = "SELECT TOP 20 obs_id, ssa_collection FROM retrspect.raw_data ORDER BY obs_id"
-    before = _transactions(5433)
+    before = _transactions(psql, 5433)
     for _ in range(10):
         rows = [tuple(str(v) for v in r) for r in tap.search(query).to_table()]
     deadline = time.monotonic() + 10
-    while _transactions(5433) - before < 10 and time.monotonic() < deadline:
+    while _transactions(psql, 5433) - before < 10 and time.monotonic() < deadline:
         time.sleep(0.2)                 # statistics are flushed as backends exit
-    assert _transactions(5433) - before >= 10
-    primary = _psql(5432, "SELECT obs_id, ssa_collection FROM retrspect.raw_data "
+    assert _transactions(psql, 5433) - before >= 10
+    primary = psql(port=5432, query="SELECT obs_id, ssa_collection FROM retrspect.raw_data "
                           "ORDER BY obs_id LIMIT 20")
     assert rows == [tuple(line.split("|")) for line in primary.splitlines()]
 
@@ -284,10 +278,10 @@ def test_a_tap_upload_runs_on_the_primary(tap):
     assert [str(v) for v in result["obs_id"]] == ["miles_m0028", "stelib_hd005820"]
 
 
-def test_replica_catches_up_after_a_write():
+def test_replica_catches_up_after_a_write(psql):
     """WAL written on the primary (here a logical message, 1 MB) is
     replayed on the standby, and wait_caught_up waits for exactly that."""
-    _psql(5432, "SELECT pg_logical_emit_message(false, 'retrspect', repeat('x', 1000000))")
+    psql(port=5432, query="SELECT pg_logical_emit_message(false, 'retrspect', repeat('x', 1000000))")
     assert replica.wait_caught_up(timeout=30) < 30
     assert replica.bytes_behind() < 1_000_000   # the message was replayed
 
