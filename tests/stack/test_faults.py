@@ -177,8 +177,9 @@ def test_timed_out_query_is_cancelled_in_the_database(tap, psql):
             "< gavo_latent_distance(b.latent, c.latent)")
     def untrusted_backends() -> int:
         # the job's SQL shows as FETCH from a cursor: count the role's work
+        # on the read replica, where TAP queries run
         return int(psql("SELECT COUNT(*) FROM pg_stat_activity WHERE "
-                         "usename = 'untrusted' AND state = 'active'"))
+                         "usename = 'untrusted' AND state = 'active'", port=5433))
 
     assert untrusted_backends() == 0
     job = tap.submit_job(slow)
