@@ -115,8 +115,9 @@ def full_tablespace(bench_tools, psql):
     same path, where it would write into (and on replay wipe) the primary's
     files: its replay is paused while the tablespace exists, and resumed
     once it is dropped and unmounted, when the replica makes and drops it
-    in the empty directory below (owned by postgres)."""
-    from retrspect.vo_services import replica
+    in the empty directory below (owned by postgres).  (psql, not DaCHS:
+    a DaCHS connection pool in this process would die with the PostgreSQL
+    restarts of the tests below.)"""
     TMPFS.mkdir(exist_ok=True)
     subprocess.run(["chown", "postgres:postgres", str(TMPFS)], check=True)
     psql("SELECT pg_wal_replay_pause()", port=5433)
@@ -132,7 +133,11 @@ def full_tablespace(bench_tools, psql):
         psql("DROP TABLESPACE IF EXISTS retrspect_full")
         subprocess.run(["umount", str(TMPFS)], check=False)
         psql("SELECT pg_wal_replay_resume()", port=5433)
-        replica.wait_caught_up(timeout=120)
+        target = psql("SELECT pg_current_wal_lsn()")
+        deadline = time.monotonic() + 120
+        while psql(f"SELECT pg_last_wal_replay_lsn() >= '{target}'", port=5433) != "t":
+            assert time.monotonic() < deadline, "the replica did not catch up"
+            time.sleep(0.2)
 
 
 def test_disk_full_mid_import(bench_files, full_tablespace, bench_tools, psql):

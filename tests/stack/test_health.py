@@ -23,7 +23,7 @@ def check(env: dict | None = None) -> tuple[int, dict]:
 def test_every_check_passes_on_the_demo(tap):
     code, results = check()
     assert code == 0, results
-    assert list(results) == ["database", "tables", "models", "server", "knn"]
+    assert list(results) == ["database", "tables", "models", "server", "replica", "knn"]
     assert all(r["ok"] for r in results.values())
     spectra = tap.search("SELECT COUNT(*) AS n FROM retrspect.spectra"
                          ).to_table()["n"][0]
