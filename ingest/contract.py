@@ -140,6 +140,11 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
 
+#: the folder of a models directory that holds decoders (published latent
+#: -> spectrum, one per VAE; see models/CONTRACT.md); ingest does not run them
+DECODER_DIR = "decoders"
+
+
 def file_name(stem: str, data: bytes) -> str:
     """The contract's name for a model file with these bytes."""
     return f"{stem}-{content_hash(data)}.onnx"

@@ -545,6 +545,8 @@ def publish(model, spec: SpaceSpec, figures: dict, history, device: str, directo
         raise
     (directory / "cards").mkdir(exist_ok=True)
     (directory / "cards" / f"{spec.name}.md").write_text(card_of(path))
+    from retrspect.models.export import export_decoder
+    export_decoder(path)                      # decoders/<name>-<hash>.onnx
     return path
 
 

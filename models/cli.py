@@ -696,12 +696,32 @@ def train_space(argv) -> int:
     return 0
 
 
+def decoders(argv=None) -> int:
+    """Write the decoder (published latent -> spectrum) of every VAE in a
+    models directory into its ``decoders/`` (:func:`models.export.export_decoder`)."""
+    import argparse
+
+    from retrspect.models.export import decoder_bytes, export_decoder
+    parser = argparse.ArgumentParser(prog="retrspect decoders", description=decoders.__doc__)
+    parser.add_argument("--models", type=Path, default=None,
+                        help="the models directory (default: the checkout's models/)")
+    args = parser.parse_args(argv)
+    directory = _models_dir(parser, args.models, "--models")
+    for path in sorted(directory.glob("*-*.onnx")):
+        try:
+            decoder_bytes(path)
+        except ValueError:
+            continue                                   # not a VAE
+        _log(f"wrote {export_decoder(path)} (decoder of {path.name})")
+    return 0
+
+
 COMMANDS = {"train": train, "export": export, "analyse": analyse, "benchmark": benchmark,
-            "train-space": train_space}
+            "train-space": train_space, "decoders": decoders}
 
 
 def main(argv=None) -> int:
-    """``python -m models.cli train|export|analyse|benchmark|train-space ...``: the
+    """``python -m models.cli train|export|analyse|benchmark|train-space|decoders ...``: the
     checkout's code (the ``retrspect`` script imports the installed copy)."""
     import sys
     argv = sys.argv[1:] if argv is None else argv

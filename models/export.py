@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrspect.ingest.contract import OUTPUT_DOC, OUTPUTS, PREFIX, file_name
+from retrspect.ingest.contract import DECODER_DIR, OUTPUT_DOC, OUTPUTS, PREFIX, file_name
 from retrspect.ingest.preprocess import NORMALISATION, Grid
 
 #: The pinned ONNX opset of every shipped model.
@@ -260,3 +260,76 @@ def compare_with_torch(model, path, flux, weight, *, threads=2):
         worst_rel = max(worst_rel, float((diff / scale).max()))
     out["max_relative"] = worst_rel
     return out
+
+
+# --------------------------------------------------------------------------
+# Decoders: published latent -> spectrum, cut out of an exported VAE
+# --------------------------------------------------------------------------
+
+def decoder_bytes(encoder_path) -> bytes:
+    """The decoder of an exported VAE (``vae`` or a VAE ``space``) as ONNX.
+
+    The VAE's graph decodes its raw posterior mean into ``reconstruction``;
+    that subgraph is cut out (``onnx.utils.Extractor``) and preceded by the
+    inverse of the published latent's standardisation, ``latent *
+    latent_scale + latent_shift``, so the decoder takes the latent exactly
+    as ingest publishes it: input ``latent`` [batch, latent_dim], output
+    ``reconstruction`` [batch, npix] (normalised flux on the encoder's grid).
+    The metadata names the encoder (``encoder``: its model id).
+    """
+    import onnx
+    from onnx import helper
+
+    from retrspect.ingest.infer import read_description
+    description = read_description(Path(encoder_path))
+    proto = onnx.shape_inference.infer_shapes(onnx.load(str(encoder_path)))
+    graph = proto.graph
+    unshift = [n for n in graph.node if n.op_type == "Sub" and "latent_shift" in n.input]
+    if len(unshift) != 1 or "reconstruction" not in [o.name for o in graph.output]:
+        raise ValueError(f"{encoder_path}: not a VAE with a standardised latent "
+                         "and a reconstruction output")
+    raw_mean = unshift[0].input[0]
+    decoder = onnx.utils.Extractor(proto).extract_model([raw_mean], ["reconstruction"])
+    initializers = {i.name: i for i in graph.initializer}
+    decoder.graph.initializer.extend([initializers["latent_scale"],
+                                      initializers["latent_shift"]])
+    dim = int(description.metadata["latent_dim"])
+    del decoder.graph.input[:]
+    decoder.graph.input.append(helper.make_tensor_value_info(
+        "latent", onnx.TensorProto.FLOAT, ["batch", dim]))
+    decoder.graph.node.insert(0, helper.make_node(
+        "Mul", ["latent", "latent_scale"], ["latent_unstandardised"]))
+    decoder.graph.node.insert(1, helper.make_node(
+        "Add", ["latent_unstandardised", "latent_shift"], [raw_mean]))
+    props = {
+        "model": "decoder", "encoder": description.model_id,
+        "version": description.version, "grid": description.metadata["grid"],
+        "latent_dim": str(dim), "normalisation": description.metadata["normalisation"],
+        "outputs": json.dumps({"reconstruction": "[batch, npix] normalised flux on the "
+                                                 "encoder's grid, decoded from the "
+                                                 "published latent"}),
+    }
+    del decoder.metadata_props[:]
+    for key, value in sorted(props.items()):
+        entry = decoder.metadata_props.add()
+        entry.key, entry.value = PREFIX + key, value
+    decoder.producer_name = "retrspect"
+    onnx.checker.check_model(decoder)
+    return decoder.SerializeToString()
+
+
+def export_decoder(encoder_path, directory=None) -> Path:
+    """Write the decoder of ``encoder_path`` into ``<directory>/decoders``
+    (default: the encoder's own directory), replacing older decoders of
+    the same encoder name."""
+    encoder_path = Path(encoder_path)
+    data = decoder_bytes(encoder_path)
+    folder = Path(directory or encoder_path.parent) / DECODER_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = encoder_path.stem.rsplit("-", 1)[0]
+    path = folder / file_name(stem, data)
+    for old in folder.glob(f"{stem}-*.onnx"):
+        if old != path:
+            old.unlink()
+    path.write_bytes(data)
+    return path

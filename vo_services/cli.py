@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-MODEL_COMMANDS = ("train", "export", "analyse", "train-space")
+MODEL_COMMANDS = ("train", "export", "analyse", "train-space", "decoders")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from retrspect.ingest.contract import DECODER_DIR
 from retrspect.ingest.previews import make_previews
 from retrspect.ingest.stage import stage_bundled
 from retrspect.vo_services import server
@@ -99,7 +100,7 @@ def install_shipped_models(shipped: Path | None = None, archive: Path | None = N
     present = {p.name for p in archive.glob("*.onnx")}
     wanted = {p.name for p in shipped.glob("*.onnx")}
     changes, installed = [], set()
-    for name in sorted(ours - wanted):                  # no longer shipped
+    for name in sorted({n for n in ours if "/" not in n} - wanted):  # no longer shipped
         (archive / name).unlink(missing_ok=True)
         if stem(name) not in {stem(w) for w in wanted}:
             (archive / "cards" / f"{stem(name)}.md").unlink(missing_ok=True)
@@ -118,10 +119,36 @@ def install_shipped_models(shipped: Path | None = None, archive: Path | None = N
                               (archive / "cards" / card.name).read_bytes() != card.read_bytes()):
             shutil.copyfile(card, archive / "cards" / card.name)
         installed.add(name)
+    changes += _install_shipped_decoders(shipped, archive, installed, ours)
+    installed |= {f"{DECODER_DIR}/{p.name}" for p in (archive / DECODER_DIR).glob("*.onnx")
+                  if f"{DECODER_DIR}/{p.name}" in ours or
+                  (shipped / DECODER_DIR / p.name).exists()}
     manifest.write_text("".join(f"{n}\n" for n in sorted(installed)))
     if os.geteuid() == 0:   # DaCHS's files belong to dachsroot, readable by gavo
         for path in [archive.parent, archive, *archive.rglob("*")]:
             shutil.chown(path, "dachsroot", "gavo")
+    return changes
+
+
+def _install_shipped_decoders(shipped: Path, archive: Path, installed: set,
+                              ours: set) -> list[str]:
+    """The decoders (``decoders/``) of the shipped models deploy installed;
+    a decoder the archive wrote for its own space stays."""
+    import shutil
+    source, target = shipped / DECODER_DIR, archive / DECODER_DIR
+    target.mkdir(exist_ok=True)
+    stem = lambda name: name.rsplit("-", 1)[0]  # noqa: E731
+    wanted = {p.name for p in source.glob("*.onnx")} if source.is_dir() else set()
+    installed_stems = {stem(n) for n in installed}
+    changes = []
+    for path in sorted(target.glob("*.onnx")):   # earlier shipped versions
+        if f"{DECODER_DIR}/{path.name}" in ours and path.name not in wanted:
+            path.unlink()
+            changes.append(f"removed {DECODER_DIR}/{path.name}")
+    for name in sorted(wanted):
+        if stem(name) in installed_stems and not (target / name).exists():
+            shutil.copyfile(source / name, target / name)
+            changes.append(f"installed {DECODER_DIR}/{name}")
     return changes
 
 

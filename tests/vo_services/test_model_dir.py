@@ -17,7 +17,14 @@ def test_shipped_models_replace_their_old_versions_and_trained_spaces_stay(tmp_p
     _ship(archive, "vae-000.onnx")                      # a previous deploy's
     (archive / SHIPPED_MANIFEST).write_text("vae-000.onnx\n")
     _ship(archive, "halpha-999.onnx", "mine-333.onnx")  # trained by the archive
+    (shipped / "decoders").mkdir()
+    (shipped / "decoders" / "vae-aaa.onnx").write_bytes(b"decoder of vae-111")
+    (shipped / "decoders" / "halpha-bbb.onnx").write_bytes(b"decoder of halpha-222")
+    (archive / "decoders").mkdir()
+    (archive / "decoders" / "halpha-ccc.onnx").write_bytes(b"decoder of halpha-999")
     changes = install_shipped_models(shipped, archive)
+    assert sorted(p.name for p in (archive / "decoders").glob("*.onnx")) == [
+        "halpha-ccc.onnx", "vae-aaa.onnx"]          # the archive's own decoder stays
     assert sorted(p.name for p in archive.glob("*.onnx")) == [
         "halpha-999.onnx", "mine-333.onnx", "vae-111.onnx"]
     assert (archive / "vae-111.onnx").read_bytes() == b"vae-111.onnx"
@@ -25,7 +32,7 @@ def test_shipped_models_replace_their_old_versions_and_trained_spaces_stay(tmp_p
     assert (archive / "cards" / "halpha.md").read_text() == "card of halpha-999.onnx"
     assert "kept the archive's own halpha-999.onnx (shipped halpha-222.onnx not installed)" \
         in changes
-    assert (archive / SHIPPED_MANIFEST).read_text() == "vae-111.onnx\n"
+    assert (archive / SHIPPED_MANIFEST).read_text() == "decoders/vae-aaa.onnx\nvae-111.onnx\n"
     # a second deploy changes nothing
     again = install_shipped_models(shipped, archive)
     assert not [c for c in again if not c.startswith("kept")]
