@@ -544,7 +544,7 @@ def publish(model, spec: SpaceSpec, figures: dict, history, device: str, directo
         path.unlink()
         raise
     (directory / "cards").mkdir(exist_ok=True)
-    (directory / "cards" / f"{spec.name}.md").write_text(card_of(path))
+    (directory / "cards" / f"{spec.name}.md").write_text(card_of(path), encoding="utf-8")
     from retrspect.models.export import export_decoder
     export_decoder(path)                      # decoders/<name>-<hash>.onnx
     return path
@@ -595,7 +595,8 @@ def card_of(path) -> str:
         "against_generic": against_generic_block(spec["name"], figures.get("against_generic")),
         "source_commit": description.metadata.get("source_commit", "unknown")[:12],
     }
-    return string.Template((Path(TEMPLATE_DIR) / "space.md").read_text()).substitute(context)
+    template = (Path(TEMPLATE_DIR) / "space.md").read_text(encoding="utf-8")
+    return string.Template(template).substitute(context)
 
 
 def settings_line(spec: dict) -> str:

@@ -99,7 +99,7 @@ def load_template(name, directory=TEMPLATE_DIR):
         Named fragments; a "line" fragment is its lines joined by spaces, so
         the template can wrap a paragraph the card writes as one line.
     """
-    text = (Path(directory) / f"{name}.md").read_text()
+    text = (Path(directory) / f"{name}.md").read_text(encoding="utf-8")
     start = re.search(r"^<!--", text, re.MULTILINE)
     body = text[:start.start()] if start else text
     fragments = {}
@@ -128,7 +128,7 @@ def load_records(path=RECORDS):
     dict
         name -> value (each value's source stays in the file, for readers).
     """
-    figures = json.loads(Path(path).read_text())["figures"]
+    figures = json.loads(Path(path).read_text(encoding="utf-8"))["figures"]
     return {name: entry["value"] for name, entry in figures.items()}
 
 
@@ -775,6 +775,6 @@ def write_all(cards_dir, files, models, checkpoints, analysis, bench, equality, 
         text = maker(files[name], meta, checkpoints.get(name), analysis, bench, equality,
                      records)
         path = cards_dir / f"{name}.md"
-        path.write_text(text)
+        path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
