@@ -60,7 +60,7 @@ def inputs():
         found = shipped(MODELS, name)
         assert len(found) == 1, found
         files[name] = found[0]
-    analysis = json.loads((MODELS / "plots" / "latent_analysis.json").read_text())
+    analysis = json.loads((MODELS / "plots" / "latent_analysis.json").read_text(encoding="utf-8"))
     # the committed analysis must hold what the cards read from it
     assert {"mi_ksg_bits", "information_bits", "parameters", "latent_dim",
             "classifier_onnx", "vae_supervise_sweep"} <= set(analysis)
@@ -68,9 +68,9 @@ def inputs():
     return SimpleNamespace(
         files=files, meta={n: load_model(p).info for n, p in files.items()},
         analysis=analysis,
-        bench=json.loads((bench_dir / "onnx_vs_torch.json").read_text()),
-        equality=json.loads((bench_dir / "onnx_vs_torch_outputs.json").read_text()),
-        sweep=json.loads((bench_dir / "vae_supervise_sweep.json").read_text()),
+        bench=json.loads((bench_dir / "onnx_vs_torch.json").read_text(encoding="utf-8")),
+        equality=json.loads((bench_dir / "onnx_vs_torch_outputs.json").read_text(encoding="utf-8")),
+        sweep=json.loads((bench_dir / "vae_supervise_sweep.json").read_text(encoding="utf-8")),
         records=cards.load_records(bench_dir / "card_records.json"))
 
 
@@ -101,7 +101,7 @@ def test_every_placeholder_is_filled(inputs, name):
 def test_rendered_lines_are_those_of_the_committed_card(inputs, name):
     """The committed cards were written with the checkpoints; every line
     rendered without them that has no gap ("n/a") must be one of theirs."""
-    committed = set((MODELS / "cards" / f"{name}.md").read_text().splitlines())
+    committed = set((MODELS / "cards" / f"{name}.md").read_text(encoding="utf-8").splitlines())
     # the scan ranges are computed from velocity.kind_ranges since the
     # committed velocity card was written (it typed the nominal ranges)
     changed = ("scan (", "quasars (z ")
@@ -219,7 +219,7 @@ def test_records_feed_the_cards(inputs):
 
 
 def test_every_record_says_where_it_comes_from():
-    figures = json.loads((MODELS / "benchmarks" / "card_records.json").read_text())["figures"]
+    figures = json.loads((MODELS / "benchmarks" / "card_records.json").read_text(encoding="utf-8"))["figures"]
     assert figures
     for name, entry in figures.items():
         assert set(entry) == {"value", "source"}, name
@@ -285,7 +285,7 @@ def test_write_all(inputs, tmp_path):
     written = cards.write_all(tmp_path / "cards", inputs.files, models, {}, inputs.analysis,
                               inputs.bench, inputs.equality, records=inputs.records)
     assert [p.name for p in written] == ["vae.md", "classifier.md", "velocity.md"]
-    assert written[2].read_text() == render(inputs, "velocity")
+    assert written[2].read_text(encoding="utf-8") == render(inputs, "velocity")
 
 
 # --------------------------------------------------------------------------
@@ -294,7 +294,7 @@ def test_write_all(inputs, tmp_path):
 
 @pytest.mark.parametrize("name", (*NAMES, "space"))
 def test_templates_hold_no_typed_numbers(name):
-    assert typed_numbers((TEMPLATES / f"{name}.md").read_text()) == []
+    assert typed_numbers((TEMPLATES / f"{name}.md").read_text(encoding="utf-8")) == []
 
 
 def test_the_number_check_refuses_typed_figures():
@@ -324,7 +324,7 @@ def test_a_trained_space_card_is_what_its_file_renders(path):
     its template filled from the file's own figures, nothing typed."""
     from retrspect.models.archive_space import card_of
     name = path.stem.rsplit("-", 1)[0]
-    committed = (MODELS / "cards" / f"{name}.md").read_text()
+    committed = (MODELS / "cards" / f"{name}.md").read_text(encoding="utf-8")
     assert card_of(path) == committed
     figures = load_model(path).info["metrics"]
     assert f"{figures['self_retrieval']['first']:.3f}" in committed
