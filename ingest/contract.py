@@ -150,6 +150,12 @@ def file_name(stem: str, data: bytes) -> str:
     return f"{stem}-{content_hash(data)}.onnx"
 
 
+def stem_of(name: str) -> str:
+    """The stem of a model file's name (:func:`file_name`'s inverse):
+    ``vae`` of ``vae-512933e338e7.onnx``."""
+    return Path(name).stem.rsplit("-", 1)[0]
+
+
 @dataclass(frozen=True)
 class ModelDescription:
     """What a model file says of itself, checked against the contract.

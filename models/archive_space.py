@@ -404,11 +404,11 @@ def train_space(items, spec: SpaceSpec, *, progress=True):
             n += 1
         history.append(T.epoch_record(epoch, totals, n, start, bar if progress else None))
     model = model.cpu().eval()
-    with torch.inference_mode():
-        mean, _ = model.encode(torch.as_tensor(bank_flux), torch.as_tensor(bank_weight))
     if spec.encoder == "linear":
         model.isometrise(torch.as_tensor(bank_flux), torch.as_tensor(bank_weight))
     else:
+        with torch.inference_mode():
+            mean, _ = model.encode(torch.as_tensor(bank_flux), torch.as_tensor(bank_weight))
         model.standardise(mean)
     return model, history, device.type
 

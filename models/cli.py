@@ -671,7 +671,8 @@ def train_space(argv) -> int:
     spec = S.SpaceSpec(args.name, tuple(args.collections), args.window[0], args.window[1],
                        args.npix, args.resolving_power, args.frame, tuple(args.labels),
                        args.supervise, args.min_coverage, args.latent_dim,
-                       encoder=args.encoder, rest_jitter=args.rest_jitter, kl_weight=args.kl_weight, bank_temperature=args.bank_temperature,
+                       encoder=args.encoder, rest_jitter=args.rest_jitter,
+                       kl_weight=args.kl_weight, bank_temperature=args.bank_temperature,
                        epochs=args.epochs, pool=args.pool,
                        seed=args.seed, device=args.device, limit=args.limit,
                        overrides=dict(item.split("=", 1) for item in args.set))

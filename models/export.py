@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrspect.ingest.contract import DECODER_DIR, OUTPUT_DOC, OUTPUTS, PREFIX, file_name
+from retrspect.ingest.contract import (DECODER_DIR, OUTPUT_DOC, OUTPUTS, PREFIX, file_name,
+                                       stem_of)
 from retrspect.ingest.preprocess import NORMALISATION, Grid
 
 #: The pinned ONNX opset of every shipped model.
@@ -326,7 +327,7 @@ def export_decoder(encoder_path, directory=None) -> Path:
     data = decoder_bytes(encoder_path)
     folder = Path(directory or encoder_path.parent) / DECODER_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    stem = encoder_path.stem.rsplit("-", 1)[0]
+    stem = stem_of(encoder_path.name)
     path = folder / file_name(stem, data)
     for old in folder.glob(f"{stem}-*.onnx"):
         if old != path:

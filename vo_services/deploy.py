@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from retrspect.ingest.contract import DECODER_DIR
+from retrspect.ingest.contract import DECODER_DIR, stem_of
 from retrspect.ingest.previews import make_previews
 from retrspect.ingest.stage import stage_bundled
 from retrspect.vo_services import server
@@ -96,22 +96,21 @@ def install_shipped_models(shipped: Path | None = None, archive: Path | None = N
     (archive / "cards").mkdir(parents=True, exist_ok=True)
     manifest = archive / SHIPPED_MANIFEST
     ours = set(manifest.read_text().split()) if manifest.exists() else set()
-    stem = lambda name: name.rsplit("-", 1)[0]  # noqa: E731 - name-<hash>.onnx
     present = {p.name for p in archive.glob("*.onnx")}
     wanted = {p.name for p in shipped.glob("*.onnx")}
     changes, installed = [], set()
     for name in sorted({n for n in ours if "/" not in n} - wanted):  # no longer shipped
         (archive / name).unlink(missing_ok=True)
-        if stem(name) not in {stem(w) for w in wanted}:
-            (archive / "cards" / f"{stem(name)}.md").unlink(missing_ok=True)
+        if stem_of(name) not in {stem_of(w) for w in wanted}:
+            (archive / "cards" / f"{stem_of(name)}.md").unlink(missing_ok=True)
         changes.append(f"removed {name}")
     for name in sorted(wanted):
-        trained = [p for p in present if stem(p) == stem(name) and p not in ours]
+        trained = [p for p in present if stem_of(p) == stem_of(name) and p not in ours]
         if trained:
             changes.append(f"kept the archive's own {', '.join(trained)} "
                            f"(shipped {name} not installed)")
             continue
-        card = shipped / "cards" / f"{stem(name)}.md"
+        card = shipped / "cards" / f"{stem_of(name)}.md"
         if name not in present:
             shutil.copyfile(shipped / name, archive / name)
             changes.append(f"installed {name}")
@@ -119,10 +118,9 @@ def install_shipped_models(shipped: Path | None = None, archive: Path | None = N
                               (archive / "cards" / card.name).read_bytes() != card.read_bytes()):
             shutil.copyfile(card, archive / "cards" / card.name)
         installed.add(name)
-    changes += _install_shipped_decoders(shipped, archive, installed, ours)
-    installed |= {f"{DECODER_DIR}/{p.name}" for p in (archive / DECODER_DIR).glob("*.onnx")
-                  if f"{DECODER_DIR}/{p.name}" in ours or
-                  (shipped / DECODER_DIR / p.name).exists()}
+    decoder_changes, decoders = _install_shipped_decoders(shipped, archive, installed, ours)
+    changes += decoder_changes
+    installed |= decoders
     manifest.write_text("".join(f"{n}\n" for n in sorted(installed)))
     if os.geteuid() == 0:   # DaCHS's files belong to dachsroot, readable by gavo
         for path in [archive.parent, archive, *archive.rglob("*")]:
@@ -131,25 +129,26 @@ def install_shipped_models(shipped: Path | None = None, archive: Path | None = N
 
 
 def _install_shipped_decoders(shipped: Path, archive: Path, installed: set,
-                              ours: set) -> list[str]:
+                              ours: set) -> tuple[list[str], set[str]]:
     """The decoders (``decoders/``) of the shipped models deploy installed;
-    a decoder the archive wrote for its own space stays."""
+    a decoder the archive wrote for its own space stays.  Returns what
+    changed and the manifest entries (``decoders/<file>``) of the shipped
+    decoders now installed."""
     import shutil
     source, target = shipped / DECODER_DIR, archive / DECODER_DIR
     target.mkdir(exist_ok=True)
-    stem = lambda name: name.rsplit("-", 1)[0]  # noqa: E731
-    wanted = {p.name for p in source.glob("*.onnx")} if source.is_dir() else set()
-    installed_stems = {stem(n) for n in installed}
+    installed_stems = {stem_of(n) for n in installed}
+    wanted = {p.name for p in source.glob("*.onnx") if stem_of(p.name) in installed_stems}
     changes = []
     for path in sorted(target.glob("*.onnx")):   # earlier shipped versions
         if f"{DECODER_DIR}/{path.name}" in ours and path.name not in wanted:
             path.unlink()
             changes.append(f"removed {DECODER_DIR}/{path.name}")
     for name in sorted(wanted):
-        if stem(name) in installed_stems and not (target / name).exists():
+        if not (target / name).exists():
             shutil.copyfile(source / name, target / name)
             changes.append(f"installed {DECODER_DIR}/{name}")
-    return changes
+    return changes, {f"{DECODER_DIR}/{name}" for name in wanted}
 
 
 def link_cards(resdir: Path) -> None:

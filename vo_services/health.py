@@ -165,13 +165,14 @@ def check_server() -> str:
     if not server.serves_installed_code():
         raise CheckFailed("the server runs older code or models than are "
                           "installed; run 'retrspect deploy'")
-    silent = [port for port, ok in server.backends_answering().items() if not ok]
+    answering = server.backends_answering()
+    silent = [port for port, ok in answering.items() if not ok]
     if silent:
         raise CheckFailed(f"DaCHS processes on ports {silent} do not answer "
                           f"({server.describe_processes()})")
     # every process, not only the one the balancer picked, must know the
     # ADQL functions: ask each directly
-    for port in server.backends_answering():
+    for port in answering:
         caps = _get(f"http://127.0.0.1:{port}/tap/capabilities").decode().lower()
         if KNN_FUNCTION not in caps:
             raise CheckFailed(f"{KNN_FUNCTION} is not in /tap/capabilities of the "

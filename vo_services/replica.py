@@ -78,10 +78,8 @@ def wait_caught_up(timeout: float = 120.0) -> float:
     written when called; returns the seconds waited (0 without a replica)."""
     if not configured():
         return 0.0
-    from gavo import base
     started = time.monotonic()
-    with base.getTableConn() as conn:
-        (target,) = list(conn.query("SELECT pg_current_wal_lsn()::text"))[0]
+    (target,) = _query_one(None, "SELECT pg_current_wal_lsn()::text")
     while True:
         (done,) = _query_one(
             QUERY_PROFILE,

@@ -132,7 +132,7 @@ def serves_installed_code() -> bool:
 def backends_answering() -> dict[int, bool]:
     """Each DaCHS process's port, and whether it answers."""
     from retrspect.vo_services import serving
-    return {port: _http_ok(f"http://127.0.0.1:{port}/robots.txt", timeout=2.0)
+    return {port: _http_ok(f"http://127.0.0.1:{port}{serving.HEALTH_PATH}", timeout=2.0)
             for port in serving.backend_ports()}
 
 

@@ -37,6 +37,9 @@ CONF_DIR = Path(os.environ.get("RETRSPECT_ETC", "/etc/retrspect"))
 #: the first DaCHS process listens on BACKEND_BASE_PORT + 1, and so on
 BACKEND_BASE_PORT = int(os.environ.get("RETRSPECT_BACKEND_BASE_PORT", "9080"))
 SOCKET = Path("/run/retrspect-supervisor.sock")
+#: what HAProxy and ``retrspect check`` ask a DaCHS process to see it answers
+#: (a static file: about 1 ms)
+HEALTH_PATH = "/robots.txt"
 PROGRAM = "web"
 
 
@@ -105,7 +108,7 @@ frontend public
 
 backend dachs
     balance leastconn
-    option httpchk GET /static/help.shtml
+    option httpchk GET {HEALTH_PATH}
     http-check expect status 200
     # a DaCHS process runs Python under one lock: a few requests at a time
     # each, the rest wait in HAProxy's queue rather than thrash that lock
@@ -227,7 +230,8 @@ class Process:
 
 
 def processes() -> list[Process]:
-    """Every supervised process (DaCHS processes, then the balancer)."""
+    """Every supervised process (the DaCHS processes by port, then the
+    balancer and the warm TAP workers)."""
     if not supervisor_running():
         return []
     out = []
