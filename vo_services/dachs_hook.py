@@ -26,6 +26,7 @@ EXTENSIONS = {
         "retrspect.vo_services.extensions:write_null_float_arrays_as_nan",
     "gavo.protocols.dali": "retrspect.vo_services.uploads:guard_dali_url_uploads",
     "gavo.protocols.uws": "retrspect.vo_services.serving:clear_orphaned_sync_jobs",
+    "gavo.web.common": "retrspect.vo_services.serving:hold_responses_until_complete",
     "gavo.protocols.taprunner": ("retrspect.vo_services.uploads:guard_tap_url_uploads",
                                  "retrspect.vo_services.replica:route_uploads_to_primary"),
 }

@@ -11,7 +11,9 @@ through one process is seen by all.
 HAProxy listens on the public port and spreads requests over the processes
 (least connections).  A request whose process dies (connection refused,
 reset or empty answer) is retried on another process; POST bodies are
-buffered so they can be re-sent.  supervisord restarts a process that exits
+buffered so they can be re-sent, and each process holds a response until
+it is complete (:func:`hold_responses_until_complete`), because HAProxy can
+retry only while nothing of the answer has gone out.  supervisord restarts a process that exits
 or is killed.  Both run from this project's own configuration in
 ``/etc/retrspect`` (not the Debian packages' services, which need an init
 system), written by :func:`write_config` and controlled by
@@ -306,17 +308,20 @@ def clear_orphaned_sync_jobs() -> None:
     job is a row EXECUTING with pid -1 while its server process runs the
     query; if that process is killed, the row stays EXECUTING for ever and
     counts against ``maxTAPRunning``, so async jobs stop starting.  DaCHS
-    clears dead async runners (by pid) when the queue is stuck; this adds
-    the sync jobs whose time limit (``defaultExecTimeSync``, when the
-    query's statement timeout ended it anyway) passed ``ORPHAN_GRACE_S``
-    ago."""
+    clears dead async runners (by pid) when the queue is stuck; this ends,
+    each time the queue is processed, the sync jobs whose time limit
+    (``defaultExecTimeSync``, when the query's statement timeout ended it
+    anyway) passed ``ORPHAN_GRACE_S`` ago."""
     from gavo import base
     from gavo.protocols import uws
-    original = uws.UWSWithQueueing._ensureJobsAreRunning
+    original = uws.UWSWithQueueing._processQueue
     if getattr(original, "clears_sync_orphans", False):
         return
 
-    def _ensureJobsAreRunning(self):
+    def _processQueue(self):
+        # before the queue is looked at, not after DaCHS found it blocked:
+        # a job queued behind the orphans then starts at once rather than
+        # at the next time something touches the queue
         table = self.jobClass.jobsTD.getQName()
         with base.getTableConn() as conn:
             orphans = [row[0] for row in conn.query(
@@ -330,5 +335,88 @@ def clear_orphaned_sync_jobs() -> None:
             base.ui.notifyError(f"Orphaned sync TAP job cleared: {job_id}")
         return original(self)
 
-    _ensureJobsAreRunning.clears_sync_orphans = True
-    uws.UWSWithQueueing._ensureJobsAreRunning = _ensureJobsAreRunning
+    _processQueue.clears_sync_orphans = True
+    uws.UWSWithQueueing._processQueue = _processQueue
+
+
+#: a response up to this size is held in its DaCHS process until it is
+#: complete; a larger one is streamed from there on
+HELD_RESPONSE_LIMIT = 32 * 2**20
+
+
+def hold_responses_until_complete() -> None:
+    """Hooked into ``gavo.web.common`` (every DaCHS server process): send
+    nothing until the response is complete, then send it with a
+    ``Content-Length``.
+
+    HAProxy can retry a request only while nothing of its answer has
+    reached the client.  DaCHS streams (TAP, SSAP and getData VOTables
+    begin to go out before they are finished), so a process killed in the
+    middle left the client with a truncated chunked body.  Held, the same
+    kill is an empty answer, which HAProxy re-sends to another process.
+
+    Responses above :data:`HELD_RESPONSE_LIMIT`, and those fed by a pull
+    producer (static files, which wait for the socket to drain), stream as
+    before.  An error status set while a body is held replaces that body
+    (DaCHS renders its error page), where streaming could only append to
+    a ``200``."""
+    from gavo import utils
+    from gavo.web import common
+    Request = common.Request
+    if getattr(Request, "holds_responses", False):
+        return
+    write, finish = Request.write, Request.finish
+    register, set_code = Request.registerProducer, Request.setResponseCode
+
+    def _held(request) -> list | None:
+        if request.__dict__.get("_streaming") or request.finished \
+                or getattr(request, "channel", None) is None:
+            return None
+        return request.__dict__.setdefault("_held", [])
+
+    def _release(request) -> None:
+        held = request.__dict__.pop("_held", [])
+        request._streaming = True
+        if held:
+            write(request, b"".join(held))
+
+    def _send_whole(request, held: list) -> None:
+        body, encoder = b"".join(held), getattr(request, "_encoder", None)
+        if encoder is not None:         # gzip the whole body: its length is known
+            body = encoder.encode(body) + encoder.finish()
+            request._encoder = None
+        if request.method != b"HEAD" and not request.responseHeaders.hasHeader(
+                b"content-length"):
+            request.setHeader(b"content-length", b"%d" % len(body))
+        request.__dict__.pop("_held", None)
+        request._streaming = True
+        write(request, body)
+
+    def held_write(self, payload):
+        held = _held(self)
+        if held is None:
+            return write(self, payload)
+        held.append(utils.bytify(payload))
+        self._held_size = getattr(self, "_held_size", 0) + len(held[-1])
+        if self._held_size > HELD_RESPONSE_LIMIT:
+            _release(self)
+
+    def held_finish(self):
+        held = _held(self)
+        if held is not None:
+            _send_whole(self, held)
+        return finish(self)
+
+    def held_register(self, producer, streaming):
+        if not streaming:
+            _release(self)
+        return register(self, producer, streaming)
+
+    def held_set_code(self, code, message=None):
+        if code >= 400 and self.__dict__.get("_held"):
+            self._held, self._held_size = [], 0
+        return set_code(self, code, message)
+
+    Request.write, Request.finish = held_write, held_finish
+    Request.registerProducer, Request.setResponseCode = held_register, held_set_code
+    Request.holds_responses = True
