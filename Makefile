@@ -23,7 +23,7 @@ test: deploy
 stop:
 	$(VENV)/bin/retrspect serve stop
 
-.PHONY: bench-ingest bench-knn bench-load bench-serve bench-async bench-replica
+.PHONY: bench-ingest bench-knn bench-load bench-serve bench-async bench-replica bench-explorer
 bench-ingest: deploy
 	$(VENV)/bin/python tests/benchmarks/bench_ingest.py
 
@@ -41,3 +41,6 @@ bench-async: deploy
 
 bench-replica: deploy
 	$(VENV)/bin/python tests/benchmarks/bench_replica_lag.py
+
+bench-explorer: deploy
+	$(VENV)/bin/python tests/benchmarks/bench_explorer.py

@@ -678,6 +678,10 @@
         <inputKey name="ID" type="text" tablehead="or archive spectrum"
           description="Instead of an upload: publisher DID or obs_id of
             a spectrum in this archive."/>
+        <inputKey name="latent" type="text" tablehead="or latent vector"
+          description="Instead of a spectrum: a vector of the chosen space,
+            '[z0, z1, ...]' (for example a point the explorer's sliders
+            moved to)."/>
         <inputKey name="k" type="integer" tablehead="Neighbours"
           description="Number of neighbours to return (1 to 100).">
           <values min="1" max="100" default="10"/>
@@ -740,6 +744,92 @@
         <code>
           from retrspect.vo_services import byexample
           return byexample.run_core(self, inputTable, queryMeta)
+        </code>
+      </coreProc>
+    </pythonCore>
+  </service>
+
+  <service id="explorer" allowed="static">
+    <meta name="shortName">retrspect explorer</meta>
+    <meta name="title">retrspect explorer</meta>
+    <meta name="description">Browse the archive's spectra by their
+      neighbours in a learned latent space: search by ID, upload or ADQL,
+      overlaid interactive plots, latent sliders with the decoded spectrum,
+      SAMP to TOPCAT and SPLAT-VO.  It uses the archive's own TAP, SODA and
+      byexample services (vo_services/explorer.py).</meta>
+    <property name="staticData">explorer</property>
+    <property name="indexFile">explorer/index.html</property>
+    <nullCore/>
+  </service>
+
+  <service id="decode" allowed="api,form">
+    <meta name="shortName">retrspect decode</meta>
+    <meta name="title">Decode a latent vector to a spectrum</meta>
+    <meta name="description">The spectrum the decoder of a latent space's
+      variational autoencoder makes from a latent vector (as published in
+      the space's table): normalised flux on the space's grid, in its frame
+      (see retrspect.spaces).  The explorer's sliders use it.</meta>
+    <pythonCore>
+      <inputTable>
+        <inputKey name="space" type="text" tablehead="Latent space"
+          description="A space with a decoder (generic by default)."/>
+        <inputKey name="latent" type="text" tablehead="Latent vector"
+          description="The vector, '[z0, z1, ...]' with as many numbers as
+            the space has dimensions."/>
+      </inputTable>
+      <outputTable>
+        <param name="space" type="text" description="The latent space."/>
+        <param name="frame" type="text" description="observed or rest: the
+          frame of the wavelengths."/>
+        <outputField name="wavelength" type="double precision" unit="Angstrom"
+          ucd="em.wl" description="Vacuum wavelength of the pixel centre."/>
+        <outputField name="flux" type="real" ucd="phot.flux.density;arith.ratio"
+          description="Decoded flux, normalised as the model reads spectra."/>
+      </outputTable>
+      <coreProc>
+        <code>
+          from retrspect.vo_services import explorer
+          return explorer.decode_core(self, inputTable, queryMeta)
+        </code>
+      </coreProc>
+    </pythonCore>
+  </service>
+
+  <service id="dimensions" allowed="api,form">
+    <meta name="shortName">retrspect dims</meta>
+    <meta name="title">Latent dimensions of a space, most informative first</meta>
+    <meta name="description">Each dimension of a latent space with its
+      information about the spectrum I(x; z_d) in bits over the archive's
+      spectra (where the space keeps posterior widths), its spread, and the
+      archive's 1st, 50th and 99th percentiles.</meta>
+    <pythonCore>
+      <inputTable>
+        <inputKey name="space" type="text" tablehead="Latent space"
+          description="A latent space (generic by default)."/>
+      </inputTable>
+      <outputTable>
+        <param name="has_decoder" type="boolean" description="Whether the
+          decode service can decode vectors of this space."/>
+        <outputField name="dim" type="integer" ucd="meta.id" required="True"
+          description="Index of the dimension in the latent vector."/>
+        <outputField name="rank" type="integer" ucd="meta.number" required="True"
+          description="1 for the most informative dimension."/>
+        <outputField name="information" type="double precision" unit="bit"
+          ucd="stat.value" description="I(x; z_d) over the archive's spectra;
+            NULL where the space keeps no posterior widths."/>
+        <outputField name="spread" type="double precision" ucd="stat.stdev"
+          description="Standard deviation over the archive's spectra."/>
+        <outputField name="low" type="double precision" ucd="stat.min"
+          description="1st percentile over the archive's spectra."/>
+        <outputField name="median" type="double precision" ucd="stat.median"
+          description="Median over the archive's spectra."/>
+        <outputField name="high" type="double precision" ucd="stat.max"
+          description="99th percentile over the archive's spectra."/>
+      </outputTable>
+      <coreProc>
+        <code>
+          from retrspect.vo_services import explorer
+          return explorer.dimensions_core(self, inputTable, queryMeta)
         </code>
       </coreProc>
     </pythonCore>

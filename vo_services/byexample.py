@@ -23,6 +23,7 @@ from retrspect.ingest.contract import GENERIC_SPACE
 from retrspect.vo_services.similarity import (OPERATORS, NoLatentError,
                                               NoSpaceError, VectorLiteralError,
                                               lookup_latent, model_of,
+                                              parse_vector_literal,
                                               space_column, table_models,
                                               vector_sql)
 
@@ -157,8 +158,6 @@ def overlay_png(query, neighbour, title: str) -> str:
 def run_core(core, input_table, query_meta):
     """The pythonCore of the byexample service: rows of the output table."""
     from gavo import base, rsc
-    from gavo.protocols import products
-
 
     upload = input_table.getParam("spectrum")
     identifier = input_table.getParam("ID")
@@ -168,9 +167,18 @@ def run_core(core, input_table, query_meta):
         space_column(space)
     except NoSpaceError as err:
         raise base.ValidationError(str(err), "space") from None
-    if bool(upload) == bool(identifier):
-        raise base.ValidationError("Give either a spectrum file or the ID of "
-                                   "an archive spectrum", "spectrum")
+    latent_text = input_table.getParam("latent")
+    if sum(map(bool, (upload, identifier, latent_text))) != 1:
+        raise base.ValidationError("Give one of: a spectrum file, the ID of "
+                                   "an archive spectrum, a latent vector", "spectrum")
+    if latent_text:
+        try:
+            latent = parse_vector_literal(latent_text, space_column(space).dim)
+            neighbours = nearest(latent, int(k), space)
+        except (VectorLiteralError, UploadError) as err:
+            raise base.ValidationError(str(err), "latent") from None
+        return rsc.TableForDef(core.outputTable, rows=[
+            _output_row(rank, row, None) for rank, row in enumerate(neighbours, start=1)])
     try:
         if upload:
             if not (isinstance(upload, tuple) and len(upload) == 2):
@@ -200,11 +208,15 @@ def run_core(core, input_table, query_meta):
             plot = overlay_png(query, row_spectrum(row),
                                f"{rank}. {row['obs_id']} "
                                f"(distance {row['distance']:.4f})")
-        rows.append({"rank": rank, "obs_id": row["obs_id"],
-                     "pubdid": row["pubdid"], "dist": row["distance"],
-                     "ssa_targname": row["ssa_targname"],
-                     "ssa_collection": row["ssa_collection"],
-                     "ml_class": row["ml_class"], "redshift": row["redshift"],
-                     "access_url": products.makeProductLink(row["accref"]),
-                     "datalink": row["datalink"], "plot": plot})
+        rows.append(_output_row(rank, row, plot))
     return rsc.TableForDef(core.outputTable, rows=rows)
+
+
+def _output_row(rank: int, row: dict, plot: str | None) -> dict:
+    from gavo.protocols import products
+    return {"rank": rank, "obs_id": row["obs_id"], "pubdid": row["pubdid"],
+            "dist": row["distance"], "ssa_targname": row["ssa_targname"],
+            "ssa_collection": row["ssa_collection"], "ml_class": row["ml_class"],
+            "redshift": row["redshift"],
+            "access_url": products.makeProductLink(row["accref"]),
+            "datalink": row["datalink"], "plot": plot}

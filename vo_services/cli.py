@@ -67,6 +67,7 @@ BENCHMARKS = {
     "serve": "32 clients on the multi-process server, one process killed: rate, p95, errors",
     "async_tap": "where an async TAP job's seconds go, against sync and a cold start",
     "replica_lag": "read-replica lag during an import of 10k spectra",
+    "explorer": "latent slider to redrawn decoded spectrum, in headless Chromium",
 }
 
 

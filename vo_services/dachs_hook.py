@@ -24,6 +24,7 @@ EXTENSIONS = {
     "gavo.base.sqlsupport": "retrspect.vo_services.extensions:read_vectors_as_arrays",
     "gavo.votable.enc_tabledata":
         "retrspect.vo_services.extensions:write_null_float_arrays_as_nan",
+    "gavo.formats.jsontable": "retrspect.vo_services.extensions:write_arrays_in_json",
     "gavo.protocols.dali": "retrspect.vo_services.uploads:guard_dali_url_uploads",
     "gavo.protocols.uws": "retrspect.vo_services.serving:clear_orphaned_sync_jobs",
     "gavo.web.common": "retrspect.vo_services.serving:hold_responses_until_complete",

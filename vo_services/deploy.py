@@ -13,6 +13,7 @@ from retrspect.ingest.contract import DECODER_DIR, stem_of
 from retrspect.ingest.previews import make_previews
 from retrspect.ingest.stage import stage_bundled
 from retrspect.vo_services import server
+from retrspect.vo_services.explorer import install_assets
 from retrspect.vo_services.grammars import table_exists
 from retrspect.vo_services.similarity import RD_ID
 
@@ -25,6 +26,8 @@ def deploy(resdir: Path) -> None:
         for line in install_shipped_models():
             print(f"[deploy] models: {line}")
     link_cards(resdir)
+    for served in install_assets(resdir):
+        print(f"[deploy] explorer: installed {served}")
     examples_changed = server.install_tap_examples(
         resdir / "etc" / "tapexamples.xml")
     made = stage_bundled(resdir / "data")

@@ -97,3 +97,33 @@ def read_vectors_as_arrays() -> None:
             psycopg2.extensions.new_type((oid,), "VECTOR", cast))
 
     sqlsupport.onDBInit(register)
+
+
+def write_arrays_in_json() -> None:
+    """DaCHS's JSON output (``RESPONSEFORMAT=json`` in TAP and the api
+    renderer) serialises with the standard ``json`` module, which knows no
+    numpy arrays, so any query selecting a latent vector failed ("Object of
+    type ndarray is not JSON serializable"), and writes NaN, which is not
+    JSON.  Arrays become lists, NaN values and elements null."""
+    import codecs
+    import json
+
+    import numpy as np
+    from gavo.formats import common, jsontable
+
+    def plain(value):
+        if isinstance(value, np.ndarray):
+            return [None if isinstance(v, float) and v != v else v
+                    for v in value.tolist()]
+        if isinstance(value, np.generic):
+            return value.item()
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    def writeTableAsJSON(table, target, acquireSamples=False):
+        payload = jsontable._getJSONStructure(table, acquireSamples)
+        payload["data"] = [[None if isinstance(v, float) and v != v else v for v in row]
+                           for row in payload["data"]]
+        return json.dump(payload, codecs.getwriter("utf-8")(target), default=plain)
+
+    jsontable.writeTableAsJSON = writeTableAsJSON
+    common.registerDataWriter("json", writeTableAsJSON, "application/json", "JSON", ".json")

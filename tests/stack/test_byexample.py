@@ -3,7 +3,6 @@ and the HTML page (in headless Chromium), against the running server."""
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -130,25 +129,6 @@ def test_k_is_bounded(base_url):
 
 
 # --------------------------------------------------- the page, in Chromium --
-
-@pytest.fixture
-def browser():
-    os.environ.setdefault("SE_OFFLINE", "true")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-quic", "--no-first-run",
-                 "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1200,2000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options,
-                              service=Service("/usr/bin/chromedriver"))
-    yield driver
-    driver.quit()
-
 
 def test_page_shows_neighbours_with_overlay_plots(base_url, browser,
                                                   resampled_csv, tmp_path):
