@@ -17,13 +17,15 @@ const COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e",
   "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"];
 const C_KMS = 299792.458;
 const SLIDERS = 6;
+// ms a slider must rest before the nearest archive spectra are looked up
+const NEAREST_AFTER_MS = 300;
 
 // what the tests and the benchmark read: the state, and each slider redraw's
 // time from the input event to the finished plot (ms)
 const state = window.retrspect = {
   spaces: {}, space: "generic", query: null, rows: [], spectra: new Map(),
   frame: "observed", region: null, selected: 0, latent: null, moved: null,
-  dims: [], decodeSeq: 0, timings: [], samp: [], adql: "",
+  dims: [], timings: [], samp: [], adql: "",
 };
 
 // ---- formatting: values as people read them ---------------------------------
@@ -163,15 +165,21 @@ async function searchByUpload(file, k) {
   form.append("k", String(k));
   form.append("space", state.space);
   const found = await api(SERVICE.byexample, {}, {method: "POST", body: form});
-  const ids = found.map((r) => adqlString(r.obs_id)).join(", ");
-  state.adql = `SELECT s.obs_id, ${VALUE_COLUMNS} FROM retrspect.spectra AS s
-LEFT OUTER JOIN retrspect.ml_results AS m ON m.pubdid = s.ssa_pubdid
-WHERE s.obs_id IN (${ids})`;
-  const values = new Map((await tap(state.adql, k)).map((r) => [r.obs_id, r]));
-  const rows = found.map((r) => ({...values.get(r.obs_id), dist: r.dist}));
+  const [rows, adql] = await withValues(found);
+  state.adql = adql;
   await show({obs_id: file.name, upload: true}, rows);
   setStatus(`${rows.length} archive spectra nearest to your upload ${file.name}.`);
   document.getElementById("sliders-section").hidden = true;
+}
+
+// byexample's neighbours (rank order) with the values the table shows
+async function withValues(found) {
+  const ids = found.map((r) => adqlString(r.obs_id)).join(", ") || "''";
+  const adql = `SELECT s.obs_id, ${VALUE_COLUMNS} FROM retrspect.spectra AS s
+LEFT OUTER JOIN retrspect.ml_results AS m ON m.pubdid = s.ssa_pubdid
+WHERE s.obs_id IN (${ids})`;
+  const values = new Map((await tap(adql, found.length || 1)).map((r) => [r.obs_id, r]));
+  return [found.map((r) => ({...values.get(r.obs_id), dist: r.dist})), adql];
 }
 
 async function searchByADQL(query) {
@@ -398,7 +406,12 @@ async function setUpSliders(query) {
       output.textContent = sig(+input.value, 3);
       redrawDecoded(event.timeStamp);
     });
-    input.addEventListener("change", () => nearestToSliders());
+    // a drag ends in one change event, but each arrow key fires one: wait
+    // until the slider rests before asking for the nearest spectra
+    input.addEventListener("change", () => {
+      clearTimeout(state.nearestTimer);
+      state.nearestTimer = setTimeout(guarded(nearestToSliders), NEAREST_AFTER_MS);
+    });
   }
   const reset = el("button", {type: "button"}, ["Back to the spectrum"]);
   reset.addEventListener("click", () => setUpSliders(query));
@@ -415,35 +428,51 @@ async function decode(latent) {
   return {x: rows.map((r) => r.wavelength), y: rows.map((r) => r.flux)};
 }
 
-// from the slider's input event to the finished plot; an answer overtaken by a
-// later move is dropped
-async function redrawDecoded(since) {
-  const seq = ++state.decodeSeq;
-  const vector = state.moved.slice();
-  const decoded = await decode(vector);
-  if (seq !== state.decodeSeq) return;
-  const frame = state.spaces[state.space].frame;
-  await Plotly.react("plot-decoded", [
-    {x: state.reference.x, y: state.reference.y, name: "decoded spectrum",
-      type: "scatter", mode: "lines", line: {color: "#aaa", width: 1}},
-    {x: decoded.x, y: decoded.y, name: "moved", type: "scatter", mode: "lines",
-      line: {color: "#111", width: 1.2}, meta: {latent: vector}}],
-  {margin: {l: 55, r: 10, t: 10, b: 45}, uirevision: "decoded",
-    xaxis: {title: `${frame} wavelength (Å, vacuum)`}, yaxis: {title: "normalised flux"},
-    legend: {orientation: "h", y: -0.3}}, {responsive: true, displaylogo: false});
-  const elapsed = performance.now() - since;
-  state.timings.push(elapsed);
-  document.getElementById("decode-timing").textContent =
-    `Decoded and redrawn in ${Math.round(elapsed)} ms.`;
+// One decode request at a time, for the latest slider position: moves made
+// while one is out are folded into the next, so a fast drag never queues
+// requests at the server.  Each redraw is timed from the earliest input
+// event it answers to the finished plot.
+let decoding = false, waitingSince = null;
+function redrawDecoded(since) {
+  if (waitingSince === null) waitingSince = since;
+  if (!decoding) return pumpDecoded();
+}
+
+async function pumpDecoded() {
+  decoding = true;
+  try {
+    while (waitingSince !== null) {
+      const since = waitingSince;
+      waitingSince = null;
+      const vector = state.moved.slice();
+      const decoded = await decode(vector);
+      const frame = state.spaces[state.space].frame;
+      await Plotly.react("plot-decoded", [
+        {x: state.reference.x, y: state.reference.y, name: "decoded spectrum",
+          type: "scatter", mode: "lines", line: {color: "#aaa", width: 1}},
+        {x: decoded.x, y: decoded.y, name: "moved", type: "scatter", mode: "lines",
+          line: {color: "#111", width: 1.2}, meta: {latent: vector}}],
+      {margin: {l: 55, r: 10, t: 10, b: 45}, uirevision: "decoded",
+        xaxis: {title: `${frame} wavelength (Å, vacuum)`}, yaxis: {title: "normalised flux"},
+        legend: {orientation: "h", y: -0.3}}, {responsive: true, displaylogo: false});
+      const elapsed = performance.now() - since;
+      state.timings.push(elapsed);
+      document.getElementById("decode-timing").textContent =
+        `Decoded and redrawn in ${Math.round(elapsed)} ms.`;
+    }
+  } finally {
+    decoding = false;
+  }
 }
 
 async function nearestToSliders() {
-  const rows = await api(SERVICE.byexample,
+  const found = await api(SERVICE.byexample,
     {latent: `[${state.moved.join(",")}]`, k: "5", space: state.space});
+  const [rows] = await withValues(found);
   const body = document.querySelector("#slider-neighbours tbody");
-  body.replaceChildren(...rows.map((r) => tr([td(String(r.rank)),
+  body.replaceChildren(...rows.map((r, i) => tr([td(String(i + 1)),
     td(link(exploreLink(r.obs_id), r.obs_id)), td(format.distance(r.dist), {class: "num"}),
-    td(r.ml_class || "–"), td(sig(r.redshift, 3), {class: "num"})])));
+    td(format.klass(r)), td(format.motion(r), {class: "num"}), td(format.stellar(r))])));
 }
 
 // ---- SAMP (DaCHS's samp.js, web profile) ----------------------------------

@@ -52,12 +52,14 @@ def _stats(values) -> dict:
 def slider_timings(driver, base: str, space: str, moves: int, every_ms: float) -> list[float]:
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
+    driver.get("about:blank")       # a new page: a changed fragment alone searches in place
     driver.get(f"{base}/retrspect/q/explorer/static/#id={STAR}&space={space}&k=5")
     WebDriverWait(driver, 90).until(lambda d: d.execute_script(
         "return document.querySelector('#sliders input') !== null && "
         "window.retrspect.timings.length > 0"))
     slider = driver.find_element("css selector", "#sliders input")
-    driver.execute_script("window.retrspect.timings.length = 0")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});"
+                          "window.retrspect.timings.length = 0", slider)
     for i in range(moves):
         slider.send_keys(Keys.ARROW_RIGHT if (i // 20) % 2 == 0 else Keys.ARROW_LEFT)
         time.sleep(every_ms / 1000)
