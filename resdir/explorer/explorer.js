@@ -73,7 +73,9 @@ function adqlString(text) { return "'" + String(text).replace(/'/g, "''") + "'";
 async function failureText(response) {
   const text = await response.text();
   const info = /<INFO[^>]*QUERY_STATUS[^>]*>([^<]*)</.exec(text);
-  return info ? info[1] : `${response.status} ${response.statusText}`;
+  if (info) return info[1];
+  return `${response.url.split("?")[0]} answered ${response.status} ` +
+    `${response.headers.get("content-type") || ""}, not JSON`;
 }
 
 async function asRows(response) {
@@ -92,7 +94,12 @@ async function tap(query, maxrec = 1000) {
   return asRows(await fetch(SERVICE.tap, {method: "POST", body}));
 }
 
+// DaCHS reads the parameters of a multipart POST from its body only
 async function api(service, params, init) {
+  if (init && init.body instanceof FormData) {
+    init.body.append("RESPONSEFORMAT", "json");
+    return asRows(await fetch(service, init));
+  }
   const url = `${service}?${new URLSearchParams({...params, RESPONSEFORMAT: "json"})}`;
   return asRows(await fetch(url, init));
 }

@@ -350,3 +350,83 @@ def test_samp_sends_the_spectrum_to_splat_and_the_table_to_topcat(
     sent = parse_single_table(io.BytesIO(requests.get(table["url"], timeout=60).content)
                               ).to_table()
     assert [str(v) for v in sent["obs_id"]] == [r.get_attribute("data-obs-id") for r in rows]
+
+
+# ------------------------------------------------- other searches, frames --
+
+def test_search_by_upload_and_by_adql(base_url, browser, tmp_path):
+    """An uploaded file (the archive's own spectrum, as SODA serves it in
+    CSV) lists its original first; an ADQL query's rows become a list whose
+    links open their neighbours."""
+    from selenium.webdriver.support.ui import WebDriverWait
+    served = requests.get(f"{base_url}/retrspect/q/sdl/dlget", params={
+        "ID": f"ivo://retrspect.example/~?retrspect/{STAR}", "FORMAT": "text/csv"},
+        timeout=60)
+    upload = tmp_path / "my_star.csv"
+    upload.write_bytes(served.content)
+    browser.get(f"{base_url}{EXPLORER}")
+    browser.find_element("css selector", "#more-search summary").click()
+    browser.find_element("id", "upload-input").send_keys(str(upload))
+    browser.find_element("css selector", "#by-upload button").click()
+    WebDriverWait(browser, 60).until(lambda b: "your upload" in b.find_element(
+        "id", "status").text)
+    assert _neighbour_rows(browser)[0][0] == STAR
+    assert float(_neighbour_rows(browser)[0][1]) == pytest.approx(0, abs=1e-3)
+
+    adql = browser.find_element("id", "adql-input")
+    adql.clear()
+    adql.send_keys("SELECT TOP 3 obs_id, teff FROM retrspect.spectra "
+                   "WHERE teff > 30000 ORDER BY teff DESC")
+    browser.find_element("css selector", "#by-adql button").click()
+    WebDriverWait(browser, 60).until(lambda b: "3 rows" in b.find_element("id", "status").text)
+    hottest = browser.execute_script(
+        "return [...document.querySelectorAll('#browse-table tbody tr')]"
+        ".map(r => r.cells[0].textContent)")
+    assert len(hottest) == 3
+    browser.find_element("css selector", "#browse-table tbody tr a").click()
+    WebDriverWait(browser, 60).until(lambda b: b.find_element(
+        "id", "query-title").text.startswith(hottest[0]))
+    WebDriverWait(browser, 60).until(lambda b: _neighbour_rows(b) and
+                                     _neighbour_rows(b)[0][0] == hottest[0])
+
+
+def test_rest_frame_and_another_space(base_url, browser, tap):
+    """The rest frame divides each plotted wavelength by 1 + z of its row;
+    the halpha space lists the neighbours its own ADQL gives."""
+    galaxy = tap.search("SELECT TOP 1 obs_id, redshift FROM retrspect.ml_results "
+                        "WHERE ml_class = 'galaxy' AND redshift > 0.01 "
+                        "ORDER BY obs_id").to_table()[0]
+    _open(browser, base_url, f"id={galaxy['obs_id']}&space=generic&k=3")
+    observed = browser.execute_script("return document.getElementById('plot-main').data[0].x")
+    browser.find_element("css selector", "input[name=frame][value=rest]").click()
+    rest = browser.execute_script("return document.getElementById('plot-main').data[0].x")
+    np.testing.assert_allclose(np.divide(observed, rest), 1 + float(galaxy["redshift"]),
+                               rtol=1e-9)
+
+    _open(browser, base_url, f"id={STAR}&space=halpha&k=6")
+    want = tap.search(f"SELECT TOP 6 obs_id, gavo_spectrum_distance(latent, '{STAR}') AS d "
+                      "FROM retrspect.space_halpha ORDER BY d").to_table()
+    assert [r[0] for r in _neighbour_rows(browser)] == [str(v) for v in want["obs_id"]]
+    assert browser.find_element("id", "space-label").text == "in halpha"
+
+
+def test_the_keyboard_alone_searches_and_moves_through_neighbours(base_url, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+    browser.get(f"{base_url}{EXPLORER}")
+    WebDriverWait(browser, 30).until(lambda b: b.execute_script(
+        "return document.querySelectorAll('#space-select option').length") >= 3)
+    ActionChains(browser).send_keys("/").perform()
+    assert browser.switch_to.active_element.get_attribute("id") == "id-input"
+    ActionChains(browser).send_keys(STAR, Keys.ENTER).perform()
+    WebDriverWait(browser, 60).until(lambda b: len(_neighbour_rows(b)) == 10)
+    browser.find_element("tag name", "body").click()
+    ActionChains(browser).send_keys("j", "j").perform()
+    selected = browser.execute_script(
+        "return document.querySelector('#neighbours tbody tr.selected').dataset.obsId")
+    assert selected == _neighbour_rows(browser)[2][0]
+    assert browser.switch_to.active_element.get_attribute("data-obs-id") == selected
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    WebDriverWait(browser, 60).until(lambda b: b.find_element(
+        "id", "query-title").text.startswith(selected))
