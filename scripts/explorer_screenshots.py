@@ -9,7 +9,6 @@ sliders moved, with the decoded spectrum and the nearest archive spectra).
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,22 +20,13 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out = Path(argv[0]) if argv else OUT
     out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("SE_OFFLINE", "true")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     from retrspect.vo_services import server
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1366,900",
-                 "--hide-scrollbars"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "benchmarks"))
+    from common import headless_chromium
+    driver = headless_chromium("--hide-scrollbars")
     try:
         driver.get(f"{server.base_url()}/retrspect/q/explorer/static/"
                    "#id=miles_m0028&space=generic&k=8")

@@ -48,30 +48,13 @@ def base_url() -> str:
     return url
 
 
-#: a laptop screen
-BROWSER_WINDOW = (1366, 900)
-
-
 @pytest.fixture
 def browser():
-    """Headless Chromium (Debian's, driven by Selenium), laptop-sized; its
-    console log is readable through ``get_log("browser")``."""
-    import os
-    os.environ.setdefault("SE_OFFLINE", "true")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-quic", "--no-first-run",
-                 "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage",
-                 "--window-size=%d,%d" % BROWSER_WINDOW):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options,
-                              service=Service("/usr/bin/chromedriver"))
+    """Headless Chromium, laptop-sized; its console log is readable through
+    ``get_log("browser")``."""
+    sys.path.insert(0, str(CHECKOUT / "tests" / "benchmarks"))
+    from common import headless_chromium
+    driver = headless_chromium(log_console=True)
     yield driver
     driver.quit()
 

@@ -13,7 +13,6 @@ the ONNX decoder alone.  Target: median and p95 at most 150 ms.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,24 +21,10 @@ import numpy as np
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save  # noqa: E402
+from common import headless_chromium, save  # noqa: E402
 
 TARGET_MS = 150
 STAR = "miles_m0028"
-
-
-def _browser():
-    os.environ.setdefault("SE_OFFLINE", "true")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1366,900"):
-        options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
 
 
 def _stats(values) -> dict:
@@ -89,7 +74,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     base = server.base_url()
     figures = {"target_ms": TARGET_MS, "every_ms": args.every, "spaces": {}}
-    driver = _browser()
+    driver = headless_chromium()
     try:
         for space, dim in (("generic", 32), ("halpha", 64)):
             timings = slider_timings(driver, base, space, args.moves, args.every)

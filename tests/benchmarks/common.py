@@ -110,3 +110,27 @@ def save(name: str, figures: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(figures, indent=2) + "\n")
     return path
+
+
+#: a laptop screen
+BROWSER_WINDOW = (1366, 900)
+
+
+def headless_chromium(*extra_flags: str, log_console: bool = False):
+    """Debian's Chromium, headless, driven by Selenium, laptop-sized (for
+    the browser tests, the explorer benchmark and its screenshots).  The
+    flags keep it off the network this machine does not have."""
+    os.environ.setdefault("SE_OFFLINE", "true")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=%d,%d" % BROWSER_WINDOW,
+                 *extra_flags):
+        options.add_argument(flag)
+    if log_console:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
