@@ -593,6 +593,98 @@
     </make>
   </data>
 
+  <!-- ============ active-learning campaigns (vo_services/campaigns.py) ====
+    Written only by the authenticated campaign services; published read-only
+    in TAP.  Made by `make_campaigns` (updating: never dropped by an import
+    or a deploy; `dachs drop retrspect/q` would drop them with the rest). -->
+  <table id="campaigns" onDisk="True" adql="True" primary="campaign_id">
+    <meta name="description">Active-learning campaigns: people label
+      spectra as members of a target class or not; a small model on the
+      campaign's latent spaces is retrained each iteration and scores the
+      whole archive (retrspect.campaign_scores).</meta>
+    <column name="campaign_id" type="text" ucd="meta.id;meta.main" required="True"
+      description="Short name of the campaign."/>
+    <column name="target_class" type="text" ucd="src.class"
+      description="What the campaign looks for, in words."/>
+    <column name="spaces" type="text" ucd="meta.code"
+      description="The latent spaces whose vectors the campaign model reads,
+        comma-separated (see retrspect.spaces)."/>
+    <column name="zoom_min" type="real" unit="Angstrom" ucd="em.wl;stat.min"
+      description="Start of the region shown beside the full spectrum."/>
+    <column name="zoom_max" type="real" unit="Angstrom" ucd="em.wl;stat.max"
+      description="End of the region shown beside the full spectrum."/>
+    <column name="batch_size" type="integer" ucd="meta.number" required="True"
+      description="Spectra shown per iteration (the three sets together)."/>
+    <column name="iteration" type="integer" ucd="meta.number" required="True"
+      description="The current iteration (1 is the first shown)."/>
+    <column name="model_version" type="text" ucd="meta.version"
+      description="Version of the model whose scores are current."/>
+    <column name="created_by" type="text" ucd="meta.id"
+      description="The user who created the campaign."/>
+    <column name="created" type="timestamp" ucd="time.creation"
+      description="When the campaign was created (UTC)."/>
+  </table>
+
+  <table id="campaign_batches" onDisk="True" adql="True"
+      primary="campaign_id, iteration, obs_id">
+    <meta name="description">What each campaign iteration showed:
+      the most uncertain spectra, a random set and the top candidates
+      (or the seeds, iteration 0), in order.</meta>
+    <column name="campaign_id" type="text" ucd="meta.id" required="True"/>
+    <column name="iteration" type="integer" ucd="meta.number" required="True"/>
+    <column name="set_name" type="text" ucd="meta.code" required="True"
+      description="seed, uncertain, random or candidates."/>
+    <column name="batch_position" type="integer" ucd="meta.number" required="True"
+      description="Order within the iteration's batch."/>
+    <column name="obs_id" type="text" ucd="meta.id" required="True"/>
+    <column name="score" type="real" ucd="stat.probability"
+      description="The campaign model's score when shown (NULL for seeds)."/>
+  </table>
+
+  <table id="labels" onDisk="True" adql="True" primary="label_id">
+    <meta name="description">Every label people gave in a campaign, as
+      given: nothing is overwritten.  A changed label is a new row; a
+      person's current label for a spectrum is their latest row; labels of
+      different people that disagree are all kept.</meta>
+    <column name="label_id" type="text" ucd="meta.id;meta.main" required="True"
+      description="Identifier the labelling client chose; a repeated request
+        with the same identifier is stored once."/>
+    <column name="campaign_id" type="text" ucd="meta.id" required="True"/>
+    <column name="iteration" type="integer" ucd="meta.number" required="True"
+      description="The iteration in which the label was given."/>
+    <column name="obs_id" type="text" ucd="meta.id" required="True"
+      description="The spectrum labelled (retrspect.spectra.obs_id)."/>
+    <column name="label" type="text" ucd="meta.code.class" required="True"
+      description="yes (a member of the target class), no, noise (not
+        usable) or skip (no opinion)."/>
+    <column name="labeller" type="text" ucd="meta.id" required="True"
+      description="The authenticated user who gave it."/>
+    <column name="labelled_at" type="timestamp" ucd="time.epoch" required="True"
+      description="When it was stored (UTC)."/>
+  </table>
+
+  <table id="campaign_scores" onDisk="True" adql="True"
+      primary="campaign_id, model_version, obs_id">
+    <meta name="description">Scores of each campaign model for every
+      spectrum with vectors in the campaign's spaces: the probability of
+      the target class.  Rows of earlier model versions are kept.</meta>
+    <column name="campaign_id" type="text" ucd="meta.id" required="True"/>
+    <column name="model_version" type="text" ucd="meta.version" required="True"
+      description="Hash of the model's parameters."/>
+    <column name="iteration" type="integer" ucd="meta.number" required="True"
+      description="The iteration whose labels trained the model."/>
+    <column name="obs_id" type="text" ucd="meta.id" required="True"/>
+    <column name="score" type="real" ucd="stat.probability" required="True"
+      description="Probability of the target class."/>
+  </table>
+
+  <data id="make_campaigns" auto="False" updating="True">
+    <make table="campaigns"/>
+    <make table="campaign_batches"/>
+    <make table="labels"/>
+    <make table="campaign_scores"/>
+  </data>
+
   <service id="sdl" allowed="dlget,dlmeta">
     <meta name="title">retrspect Datalink Service</meta>
     <datalinkCore>
@@ -830,6 +922,111 @@
         <code>
           from retrspect.vo_services import explorer
           return explorer.dimensions_core(self, inputTable, queryMeta)
+        </code>
+      </coreProc>
+    </pythonCore>
+  </service>
+
+  <!-- campaign writes: members of the DaCHS group "campaigners" only
+    (dachs adm adduser NAME PASSWORD; dachs adm addtogroup NAME campaigners);
+    everything they write is public in TAP -->
+  <service id="campaign_create" allowed="api" limitTo="campaigners">
+    <meta name="title">Create an active-learning campaign</meta>
+    <pythonCore>
+      <inputTable>
+        <inputKey name="campaign_id" type="text" required="True"
+          description="Short name: lower-case letters, digits, - and _."/>
+        <inputKey name="target_class" type="text"
+          description="What the campaign looks for, in words."/>
+        <inputKey name="spaces" type="text"
+          description="Latent spaces the campaign model reads, comma-separated
+            (generic by default)."/>
+        <inputKey name="seeds" type="text" required="True"
+          description="obs_ids of known members of the class (at least one)."/>
+        <inputKey name="batch_size" type="integer"
+          description="Spectra shown per iteration (3 to 200; 20 by default)."/>
+        <inputKey name="zoom_min" type="real" unit="Angstrom"
+          description="Start of the region shown beside each full spectrum."/>
+        <inputKey name="zoom_max" type="real" unit="Angstrom"
+          description="End of that region."/>
+      </inputTable>
+      <outputTable original="campaigns"/>
+      <coreProc>
+        <code>
+          from retrspect.vo_services import campaigns
+          return campaigns.create_core(self, inputTable, queryMeta)
+        </code>
+      </coreProc>
+    </pythonCore>
+  </service>
+
+  <service id="campaign_label" allowed="api" limitTo="campaigners">
+    <meta name="title">Label a spectrum in a campaign</meta>
+    <pythonCore>
+      <inputTable>
+        <inputKey name="campaign_id" type="text" required="True"/>
+        <inputKey name="label_id" type="text" required="True"
+          description="An identifier the client makes for this label (a
+            repeated request with it is stored once)."/>
+        <inputKey name="obs_id" type="text" required="True"/>
+        <inputKey name="label" type="text" required="True"
+          description="yes, no, noise or skip."/>
+      </inputTable>
+      <outputTable original="labels"/>
+      <coreProc>
+        <code>
+          from retrspect.vo_services import campaigns
+          return campaigns.label_core(self, inputTable, queryMeta)
+        </code>
+      </coreProc>
+    </pythonCore>
+  </service>
+
+  <service id="campaign_next" allowed="api" limitTo="campaigners">
+    <meta name="title">Retrain a campaign's model and start its next iteration</meta>
+    <pythonCore>
+      <inputTable>
+        <inputKey name="campaign_id" type="text" required="True"/>
+        <inputKey name="from_iteration" type="integer" required="True"
+          description="The iteration to advance from (a repeated request
+            advances once)."/>
+      </inputTable>
+      <outputTable original="campaigns"/>
+      <coreProc>
+        <code>
+          from retrspect.vo_services import campaigns
+          return campaigns.next_core(self, inputTable, queryMeta)
+        </code>
+      </coreProc>
+    </pythonCore>
+  </service>
+
+  <service id="campaign_progress" allowed="api">
+    <meta name="title">Progress of a campaign, per iteration</meta>
+    <pythonCore>
+      <inputTable>
+        <inputKey name="campaign_id" type="text" required="True"/>
+      </inputTable>
+      <outputTable>
+        <outputField name="iteration" type="integer" ucd="meta.number" required="True"/>
+        <outputField name="shown" type="integer" required="True" description="Spectra shown."/>
+        <outputField name="labelled" type="integer" required="True" description="Of those, labelled."/>
+        <outputField name="confirmed" type="integer" required="True"
+          description="Labelled members of the class (people's majority)."/>
+        <outputField name="random_n" type="integer" required="True"
+          description="Labelled spectra of the iteration's random set."/>
+        <outputField name="random_yes" type="integer" required="True"
+          description="Members of the class among them."/>
+        <outputField name="random_low" type="double precision" ucd="stat.min"
+          description="95% Clopper-Pearson interval of the class's frequency
+            from the random set: lower end."/>
+        <outputField name="random_high" type="double precision" ucd="stat.max"
+          description="Upper end."/>
+      </outputTable>
+      <coreProc>
+        <code>
+          from retrspect.vo_services import campaigns
+          return campaigns.progress_core(self, inputTable, queryMeta)
         </code>
       </coreProc>
     </pythonCore>

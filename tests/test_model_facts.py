@@ -40,7 +40,7 @@ def test_rd_metric_and_vector_type_are_the_models(vae, ml_table):
 
 
 def test_readme_states_the_trained_metric(vae):
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     stated = re.findall(r"the metric the VAE was trained for \((\w+)\)", readme)
     assert stated == [METRIC_WORDS[vae.metric]]
 
@@ -53,7 +53,7 @@ def test_grid_and_threshold_as_the_rd_and_readme_state_them(vae, ml_table):
     assert f"({grid_range} Angstrom, vacuum)" in description
     assert f"Below {MIN_GRID_COVERAGE:g} the models give no answer" \
         in description
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     assert f"The models work on {grid_range} A (vacuum)" in readme
     # the README says the threshold in words: a new one needs new words
     words = {0.5: "half"}[MIN_GRID_COVERAGE]

@@ -35,9 +35,11 @@ class Scorer:
 
     @property
     def version(self) -> str:
+        """The parameters to 6 decimals, hashed: the same labels give the
+        same version in any process (BLAS threads change the last bits)."""
         digest = hashlib.sha256()
         for part in (self.mean, self.scale, self.weights, np.array([self.bias])):
-            digest.update(np.ascontiguousarray(part, dtype=np.float64).tobytes())
+            digest.update(np.round(np.asarray(part, np.float64), 6).tobytes())
         return digest.hexdigest()[:12]
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
@@ -102,6 +104,14 @@ def choose(scores: np.ndarray, labelled: np.ndarray, batch: int, rng: np.random.
         chosen[name] = pick
         free[pick] = False
     return chosen
+
+
+def similarity_scores(features: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """Scores before a model can be fitted (positives only, no negative
+    yet): closeness to the nearest positive, in (0, 1]."""
+    x = np.asarray(features, np.float64)
+    distance = np.min(np.linalg.norm(x[:, None, :] - x[None, positives, :], axis=2), axis=1)
+    return np.exp(-distance / (np.median(distance) + 1e-12))
 
 
 def proportion_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

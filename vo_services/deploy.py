@@ -13,6 +13,7 @@ from retrspect.ingest.contract import DECODER_DIR, stem_of
 from retrspect.ingest.previews import make_previews
 from retrspect.ingest.stage import stage_bundled
 from retrspect.vo_services import server
+from retrspect.vo_services.campaigns import TABLES as CAMPAIGN_TABLES
 from retrspect.vo_services.explorer import install_assets
 from retrspect.vo_services.grammars import table_exists
 from retrspect.vo_services.similarity import RD_ID
@@ -180,6 +181,9 @@ def import_new() -> None:
     # the import re-makes the view when it adds rows; make it if it is missing
     if not table_exists("retrspect.spectra"):
         server.dachs("imp", RD_ID, "make_view")
+    # the campaign tables are made once and never dropped (labels are kept)
+    if not all(table_exists(f"retrspect.{t}") for t in CAMPAIGN_TABLES):
+        server.dachs("imp", RD_ID, "make_campaigns")
     server.dachs("pub", RD_ID)
     from retrspect.vo_services import replica
     waited = replica.wait_caught_up()

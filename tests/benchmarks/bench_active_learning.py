@@ -41,10 +41,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
-from retrspect.vo_services.active_learning import choose, fit  # noqa: E402
+from retrspect.vo_services.active_learning import (choose, fit,  # noqa: E402
+                                                   similarity_scores)
+from retrspect.vo_services.campaigns import latent_features  # noqa: E402
 
-SPACE_TABLES = {"generic": "retrspect.ml_results", "halpha": "retrspect.space_halpha",
-                "pca_blue": "retrspect.space_pca_blue"}
 SUPERGIANT = re.compile(r"^[OBAFGKMW][0-9.]*(Ia|Iab|Ib|I)(?![IV])")
 STRATEGIES = {"campaign": None, "uncertainty": {"uncertain": 1.0},
               "random": {"random": 1.0}}
@@ -56,17 +56,6 @@ def _psql(query: str) -> list[list[str]]:
     return [line.split("\t") for line in out.stdout.splitlines() if line]
 
 
-def features(spaces: list[str]) -> tuple[list[str], np.ndarray]:
-    """obs_ids with a vector in every chosen space, and the concatenation."""
-    per_space = []
-    for space in spaces:
-        rows = _psql(f"SELECT obs_id, latent::text FROM {SPACE_TABLES[space]} "
-                     "WHERE latent IS NOT NULL")
-        per_space.append({r[0]: np.array(r[1].strip("[]").split(","), float) for r in rows})
-    ids = sorted(set.intersection(*(set(v) for v in per_space)))
-    return ids, np.array([np.concatenate([v[i] for v in per_space]) for i in ids])
-
-
 def oracles(ids: list[str]) -> dict[str, np.ndarray]:
     from retrspect.models.catalogue import load_catalogue
     emission = {item.spectrum.meta["obs_id"] for item in load_catalogue(progress=True)
@@ -74,12 +63,6 @@ def oracles(ids: list[str]) -> dict[str, np.ndarray]:
     mk = dict(_psql("SELECT obs_id, COALESCE(mk_type, '') FROM retrspect.spectra"))
     return {"emission_line": np.array([i in emission for i in ids]),
             "supergiant": np.array([bool(SUPERGIANT.match(mk.get(i, ""))) for i in ids])}
-
-
-def seed_scores(x: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """Before a model can be fitted: closeness to the nearest seed."""
-    distance = np.min(np.linalg.norm(x[:, None, :] - x[None, seeds, :], axis=2), axis=1)
-    return np.exp(-distance / np.median(distance))
 
 
 def run(x, truth, strategy, seed, iterations, batch) -> list[float]:
@@ -92,7 +75,7 @@ def run(x, truth, strategy, seed, iterations, batch) -> list[float]:
     for _ in range(iterations):
         y = truth[labelled]
         if y.all():
-            scores = seed_scores(x, np.flatnonzero(labelled))
+            scores = similarity_scores(x, np.flatnonzero(labelled))
         else:
             scores = fit(x[labelled], y)(x)
         picks = choose(scores, labelled, batch, rng, STRATEGIES[strategy])
@@ -110,7 +93,7 @@ def main(argv=None) -> int:
     parser.add_argument("--spaces", default="generic,halpha")
     args = parser.parse_args(argv)
     spaces = args.spaces.split(",")
-    ids, x = features(spaces)
+    ids, x = latent_features(spaces)
     truths = oracles(ids)
     figures = {"spectra": len(ids), "spaces": spaces, "batch": args.batch,
                "iterations": args.iterations, "seeds": args.seeds,

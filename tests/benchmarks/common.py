@@ -27,7 +27,7 @@ def write_bench_rd(data_dir: Path) -> None:
     """The demo's RD, in schema retrspect_bench, without ObsCore and
     services, importing from ``data_dir``: the same import path as the demo.
     """
-    text = (REPO / "resdir" / "q.rd").read_text()
+    text = (REPO / "resdir" / "q.rd").read_text(encoding="utf-8")
     text = text.replace('schema="retrspect"', 'schema="retrspect_bench"')
     text = re.sub(r"<mixin[^>]*>//obscore#publishSSAPMIXC</mixin>", "", text,
                   flags=re.S)
@@ -73,7 +73,7 @@ class PeakMemory:
             if not entry.name.isdigit():
                 continue
             try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                stat = (entry / "stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
                 children.setdefault(int(stat[1]), []).append(int(entry.name))
                 rss[int(entry.name)] = int(stat[21]) * os.sysconf("SC_PAGE_SIZE")
             except (OSError, IndexError, ValueError):

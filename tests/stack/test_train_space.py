@@ -34,7 +34,7 @@ def test_a_tiny_space_is_trained_exported_ingested_and_searchable(tmp_path, tap)
     figures = model.info["metrics"]
     assert figures["n_split"]["test"] > 0 and "self_retrieval" in figures
     assert "teff" in figures["knn"]
-    card = (tmp_path / "cards" / "tinyarchive.md").read_text()
+    card = (tmp_path / "cards" / "tinyarchive.md").read_text(encoding="utf-8")
     assert "tinyarchive" in card and "$" not in card
     assert f"{figures['self_retrieval']['first']:.3f}" in card
 
@@ -67,7 +67,7 @@ def test_a_linear_window_space_publishes_an_isometric_latent(tmp_path):
     (path,) = tmp_path.glob("tinylinear-*.onnx")
     model = load_model(path)
     assert model.latent_dim == 8
-    card = (tmp_path / "cards" / "tinylinear.md").read_text()
+    card = (tmp_path / "cards" / "tinylinear.md").read_text(encoding="utf-8")
     assert "A linear variational autoencoder (probabilistic PCA)" in card
     assert "projection onto the decoder's subspace" in card
     files = sorted((Path(__file__).resolve().parents[2] / "resdir" / "data" / "stelib")
