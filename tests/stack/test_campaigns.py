@@ -3,19 +3,16 @@ who may write, labels that are never lost, the campaign model's published
 scores."""
 from __future__ import annotations
 
-import io
-import os
 import secrets
-import signal
 import threading
-import time
 import uuid
 
 import numpy as np
 import pytest
 import requests
+from process_kill import run_clients_through_a_kill
 
-from retrspect.vo_services import serving, server
+from retrspect.vo_services import server
 from retrspect.vo_services.active_learning import fit
 from retrspect.vo_services.campaigns import TABLES
 
@@ -206,35 +203,25 @@ def test_a_server_process_killed_mid_labelling_loses_no_confirmed_label(
                  f"retrspect.campaign_batches WHERE campaign_id = '{campaign_id}' "
                  "AND iteration = 1").split(",")
     confirmed, errors = [], []
-    stop = threading.Event()
 
-    def labeller(user):
-        n = 0
+    def labeller(n, stop):
+        user, count = users[n], 0
         while not stop.is_set():
             label_id = f"l-{uuid.uuid4()}"
             try:
                 response = requests.post(
                     f"{base_url}/retrspect/q/campaign_label/api", auth=user, timeout=120,
-                    data={"campaign_id": campaign_id, "obs_id": batch[n % len(batch)],
-                          "label": ("yes", "no")[n % 2], "label_id": label_id})
+                    data={"campaign_id": campaign_id, "obs_id": batch[count % len(batch)],
+                          "label": ("yes", "no")[count % 2], "label_id": label_id})
                 if response.ok and "ERROR" not in response.text:
                     confirmed.append(label_id)
                 else:
                     errors.append(response.text[:200])
             except requests.RequestException as err:
                 errors.append(repr(err))
-            n += 1
+            count += 1
 
-    threads = [threading.Thread(target=labeller, args=(u,)) for u in users]
-    for thread in threads:
-        thread.start()
-    time.sleep(2)
-    victim = next(p for p in serving.processes() if p.port is not None)
-    os.kill(victim.pid, signal.SIGKILL)
-    time.sleep(3)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    run_clients_through_a_kill(labeller, len(users), after_s=3)
     assert errors == []
     stored = set(psql(f"SELECT string_agg(label_id, ',') FROM retrspect.labels "
                       f"WHERE campaign_id = '{campaign_id}'").split(","))
