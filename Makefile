@@ -23,7 +23,7 @@ test: deploy
 stop:
 	$(VENV)/bin/retrspect serve stop
 
-.PHONY: bench-ingest bench-knn bench-load bench-serve bench-async bench-replica bench-explorer
+.PHONY: bench-ingest bench-knn bench-load bench-serve bench-async bench-replica bench-explorer bench-active-learning
 bench-ingest: deploy
 	$(VENV)/bin/python tests/benchmarks/bench_ingest.py
 
@@ -44,3 +44,6 @@ bench-replica: deploy
 
 bench-explorer: deploy
 	$(VENV)/bin/python tests/benchmarks/bench_explorer.py
+
+bench-active-learning: deploy
+	$(VENV)/bin/python tests/benchmarks/bench_active_learning.py

@@ -68,6 +68,7 @@ BENCHMARKS = {
     "async_tap": "where an async TAP job's seconds go, against sync and a cold start",
     "replica_lag": "read-replica lag during an import of 10k spectra",
     "explorer": "latent slider to redrawn decoded spectrum, in headless Chromium",
+    "active_learning": "campaigns against random labelling, with a simulated oracle",
 }
 
 

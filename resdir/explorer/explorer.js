@@ -1,21 +1,14 @@
 // retrspect explorer: neighbours, latent sliders and SAMP, on the archive's
 // own services (TAP, SODA, byexample, decode, dimensions).  No build step and
 // no other host: plotly.js and samp.js are served by this archive.
-(() => {
-"use strict";
+import {SERVICE, VALUE_COLUMNS, adqlString, api, el, fixed, format, guarded, link,
+  median, sampNotify, sendSpectrum, sent, setStatus, sig, spectra, spectrum, tap, tapURL,
+  td, th, tr, withValues} from "./archive.js";
 
-const SERVICE = {
-  tap: "/tap/sync",
-  soda: "/retrspect/q/sdl/dlget",
-  byexample: "/retrspect/q/byexample/api",
-  decode: "/retrspect/q/decode/api",
-  dimensions: "/retrspect/q/dimensions/api",
-  ssap: "/retrspect/q/ssa/ssap.xml",
-};
-const EXTRAGALACTIC = new Set(["galaxy", "qso"]);
+window.retrspectFormat = format;
+
 const COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e",
   "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"];
-const C_KMS = 299792.458;
 const SLIDERS = 6;
 // ms a slider must rest before the nearest archive spectra are looked up
 const NEAREST_AFTER_MS = 300;
@@ -23,114 +16,12 @@ const NEAREST_AFTER_MS = 300;
 // what the tests and the benchmark read: the state, and each slider redraw's
 // time from the input event to the finished plot (ms)
 const state = window.retrspect = {
-  spaces: {}, space: "generic", query: null, rows: [], spectra: new Map(),
+  spaces: {}, space: "generic", query: null, rows: [], spectra,
   frame: "observed", region: null, selected: 0, latent: null, moved: null,
-  dims: [], timings: [], samp: [], adql: "",
+  dims: [], timings: [], samp: sent, adql: "",
 };
-
-// ---- formatting: values as people read them ---------------------------------
-
-const MINUS = "\u2212";
-function signed(text) { return text.replace(/^-/, MINUS); }
-function sig(x, digits = 4) {
-  if (x === null || x === undefined || !isFinite(x)) return "–";
-  return signed(Number(x).toPrecision(digits));
-}
-function fixed(x, decimals) {
-  if (x === null || x === undefined || !isFinite(x)) return "–";
-  return signed(Number(x).toFixed(decimals));
-}
-const format = {
-  distance: (d) => sig(d, 4),
-  klass: (row) => row.ml_class
-    ? `${row.ml_class} (${Math.round(100 * row.class_probability)} %)` : "–",
-  // stars: line-of-sight velocity in km/s with its error; galaxies and
-  // quasars: redshift
-  motion(row) {
-    if (EXTRAGALACTIC.has(row.ml_class)) {
-      if (row.redshift === null) return "–";
-      const err = row.redshift_err === null ? "" : ` ± ${sig(row.redshift_err, 2)}`;
-      return `z = ${sig(row.redshift, 4)}${err}`;
-    }
-    if (row.velocity === null) return "–";
-    const err = row.velocity_err === null ? "" : ` ± ${fixed(row.velocity_err, 1)}`;
-    return `${fixed(row.velocity, 1)}${err} km/s`;
-  },
-  stellar(row) {
-    const parts = [];
-    if (row.teff !== null) parts.push(`${Math.round(row.teff)} K`);
-    if (row.logg !== null) parts.push(`log g ${fixed(row.logg, 2)}`);
-    if (row.feh !== null) parts.push(`[Fe/H] ${row.feh >= 0 ? "+" : ""}${fixed(row.feh, 2)}`);
-    return parts.length ? parts.join(", ") : "–";
-  },
-};
-window.retrspectFormat = format;
-
-// ---- the archive's services -----------------------------------------------
-
-function adqlString(text) { return "'" + String(text).replace(/'/g, "''") + "'"; }
-
-async function failureText(response) {
-  const text = await response.text();
-  const info = /<INFO[^>]*QUERY_STATUS[^>]*>([^<]*)</.exec(text);
-  if (info) return info[1];
-  return `${response.url.split("?")[0]} answered ${response.status} ` +
-    `${response.headers.get("content-type") || ""}, not JSON`;
-}
-
-async function asRows(response) {
-  if (!response.ok || !(response.headers.get("content-type") || "").includes("json")) {
-    throw new Error(await failureText(response));
-  }
-  const table = await response.json();
-  // ADQL names are case-insensitive; DaCHS writes some in their RD case
-  const names = table.columns.map((c) => c.name.toLowerCase());
-  return table.data.map((values) => Object.fromEntries(names.map((n, i) => [n, values[i]])));
-}
-
-async function tap(query, maxrec = 1000) {
-  const body = new URLSearchParams({LANG: "ADQL", REQUEST: "doQuery", QUERY: query,
-    RESPONSEFORMAT: "json", MAXREC: String(maxrec)});
-  return asRows(await fetch(SERVICE.tap, {method: "POST", body}));
-}
-
-// DaCHS reads the parameters of a multipart POST from its body only
-async function api(service, params, init) {
-  if (init && init.body instanceof FormData) {
-    init.body.append("RESPONSEFORMAT", "json");
-    return asRows(await fetch(service, init));
-  }
-  const url = `${service}?${new URLSearchParams({...params, RESPONSEFORMAT: "json"})}`;
-  return asRows(await fetch(url, init));
-}
-
-function tapURL(query) {
-  return new URL(`${SERVICE.tap}?${new URLSearchParams({LANG: "ADQL",
-    REQUEST: "doQuery", QUERY: query})}`, location.href).href;
-}
-
-// the spectrum exactly as the archive serves it (SODA, CSV)
-async function spectrum(row) {
-  if (state.spectra.has(row.ssa_pubdid)) return state.spectra.get(row.ssa_pubdid);
-  const url = `${SERVICE.soda}?${new URLSearchParams({ID: row.ssa_pubdid, FORMAT: "text/csv"})}`;
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`${row.obs_id}: ${await failureText(response)}`);
-  const lines = (await response.text()).split("\n").filter((l) => l && l[0] !== "#");
-  const wave = [], flux = [];
-  for (const line of lines.slice(1)) {
-    const [w, f] = line.split(",");
-    if (f !== "" && isFinite(+f)) { wave.push(+w); flux.push(+f); }
-  }
-  const result = {wave, flux};
-  state.spectra.set(row.ssa_pubdid, result);
-  return result;
-}
 
 // ---- search -----------------------------------------------------------------
-
-const VALUE_COLUMNS = `s.ssa_pubdid, s.ssa_targname, s.ssa_collection, s.datalink,
-  s.accref, s.teff, s.logg, s.feh, s.mk_type, m.ml_class, m.class_probability,
-  m.velocity, m.velocity_err, m.redshift, m.redshift_err`;
 
 function neighboursADQL(identifier, k) {
   const table = state.spaces[state.space].vector_table;
@@ -141,12 +32,6 @@ FROM ${table} AS v
 JOIN retrspect.spectra AS s ON s.ssa_pubdid = v.pubdid
 LEFT OUTER JOIN retrspect.ml_results AS m ON m.pubdid = v.pubdid
 ORDER BY dist`;
-}
-
-function setStatus(text, isError = false) {
-  const el = document.getElementById("status");
-  el.textContent = text;
-  el.classList.toggle("error", isError);
 }
 
 async function searchById(identifier, k) {
@@ -179,16 +64,6 @@ async function searchByUpload(file, k) {
   document.getElementById("sliders-section").hidden = true;
 }
 
-// byexample's neighbours (rank order) with the values the table shows
-async function withValues(found) {
-  const ids = found.map((r) => adqlString(r.obs_id)).join(", ") || "''";
-  const adql = `SELECT s.obs_id, ${VALUE_COLUMNS} FROM retrspect.spectra AS s
-LEFT OUTER JOIN retrspect.ml_results AS m ON m.pubdid = s.ssa_pubdid
-WHERE s.obs_id IN (${ids})`;
-  const values = new Map((await tap(adql, found.length || 1)).map((r) => [r.obs_id, r]));
-  return [found.map((r) => ({...values.get(r.obs_id), dist: r.dist})), adql];
-}
-
 async function searchByADQL(query) {
   setStatus("Running your query…");
   const rows = await tap(query, 500);
@@ -218,17 +93,6 @@ function cellText(value) {
 }
 
 // ---- the neighbours: table and plots -----------------------------------------
-
-function el(tag, attrs = {}, children = []) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
-  node.append(...[].concat(children));
-  return node;
-}
-const tr = (cells) => el("tr", {}, cells);
-const td = (content, attrs = {}) => el("td", attrs, [content]);
-const th = (content) => el("th", {scope: "col"}, [content]);
-const link = (href, text, attrs = {}) => el("a", {href, ...attrs}, [text]);
 
 function exploreLink(obsId) {
   return `#id=${encodeURIComponent(obsId)}&space=${state.space}` +
@@ -286,6 +150,13 @@ async function show(query, rows) {
   drawPlots();
 }
 
+// the checked spectra seed a new campaign (campaign.html reads #new=...)
+function updateSeedLink() {
+  const ids = plotted().map(({row}) => row.obs_id);
+  document.getElementById("seed-campaign").href =
+    `campaign.html#new=${encodeURIComponent(ids.join(","))}`;
+}
+
 function plotted() {
   const checks = [...document.querySelectorAll("#neighbours tbody input[type=checkbox]")];
   return state.rows.map((row, i) => ({row, i})).filter(({i}) => checks[i] && checks[i].checked);
@@ -297,14 +168,9 @@ function inFrame(row, wave) {
   return wave.map((w) => w / (1 + z));
 }
 
-function median(values) {
-  const sorted = values.filter(isFinite).sort((a, b) => a - b);
-  return sorted.length ? sorted[Math.floor(sorted.length / 2)] : 1;
-}
-
 // flux over its median (in [lo, hi] when given): spectra of any flux scale overlay
 function normalised(row, lo, hi) {
-  const data = state.spectra.get(row.ssa_pubdid);
+  const data = spectra.get(row.ssa_pubdid);
   const wave = inFrame(row, data.wave);
   let x = wave, y = data.flux;
   if (lo !== undefined) {
@@ -329,8 +195,9 @@ function axisTitle() {
 
 function drawPlots() {
   const chosen = plotted();
+  updateSeedLink();
   const traces = [];
-  if (state.query && !state.query.upload && state.spectra.has(state.query.ssa_pubdid)) {
+  if (state.query && !state.query.upload && spectra.has(state.query.ssa_pubdid)) {
     const q = trace(state.query, 0, undefined, undefined, true);
     q.name = `query ${state.query.obs_id}`; q.line = {width: 1.6, color: "#111"};
     traces.push(q);
@@ -484,26 +351,6 @@ async function nearestToSliders() {
 
 // ---- SAMP (DaCHS's samp.js, web profile) ----------------------------------
 
-let connector = null;
-function sampNotify(message, params) {
-  if (!window.samp) { setStatus("samp.js did not load.", true); return; }
-  connector = connector || new window.samp.Connector("retrspect explorer",
-    {"samp.name": "retrspect explorer",
-      "samp.description.text": "Spectra and their neighbours from a retrspect archive"});
-  connector.runWithConnection((connection) => {
-    connection.notifyAll([new window.samp.Message(message, params)]);
-    state.samp.push({mtype: message, params});
-    setStatus(`Sent ${message} over SAMP.`);
-  }, (err) => setStatus(`No SAMP hub answered (${err}); start TOPCAT or SPLAT-VO first.`, true));
-}
-
-function sendSpectrum(row) {
-  const url = new URL(`/getproduct/${row.accref.split("/getproduct/").pop()}`, location.href).href;
-  sampNotify("spectrum.load.ssa-generic", {url, name: row.obs_id, meta: {
-    "ssa:Access.Reference": url, "ssa:Access.Format": "application/x-votable+xml",
-    "ssa:DataID.Title": row.obs_id, "ssa:Target.Name": row.ssa_targname || ""}});
-}
-
 function sendTable() {
   if (!state.adql) return;
   sampNotify("table.load.votable", {url: tapURL(state.adql),
@@ -522,10 +369,6 @@ async function loadSpaces() {
       [`${row.space_name} (${row.dimension}-d, ${fixed(row.wave_min, 0)}–${fixed(row.wave_max, 0)} Å ${row.frame})`]));
   }
   select.value = state.space;
-}
-
-function guarded(work) {
-  return (...args) => work(...args).catch((err) => setStatus(String(err.message || err), true));
 }
 
 function fromHash() {
@@ -611,4 +454,3 @@ async function main() {
   fromHash();
 }
 guarded(main)();
-})();  // nothing leaks into the page's globals (samp.js owns window.samp)

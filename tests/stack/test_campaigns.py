@@ -226,3 +226,81 @@ def test_a_server_process_killed_mid_labelling_loses_no_confirmed_label(
     stored = set(psql(f"SELECT string_agg(label_id, ',') FROM retrspect.labels "
                       f"WHERE campaign_id = '{campaign_id}'").split(","))
     assert len(confirmed) > 20 and set(confirmed) <= stored
+
+
+# ------------------------------------------------------------- the page --
+
+def _wait(browser, condition, timeout=60):
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(browser, timeout).until(lambda b: condition(b))
+
+
+def test_a_campaign_in_the_browser_to_its_third_iteration(
+        base_url, browser, users, campaign_id, psql, samp_receiver):
+    """Log in, create, label by key (with back), retrain twice, and send the
+    candidates to TOPCAT."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    got, events, _ = samp_receiver
+    user, password = users[0]
+    browser.get(f"{base_url}/retrspect/q/explorer/static/campaign.html")
+    _wait(browser, lambda b: b.execute_script(
+        "return document.querySelectorAll('#new-spaces input').length") >= 3)
+    browser.find_element("id", "user-input").send_keys(user)
+    browser.find_element("id", "password-input").send_keys(password)
+    browser.find_element("css selector", "#login button").click()
+    browser.find_element("css selector", "#new-campaign summary").click()
+    browser.find_element("id", "new-id").send_keys(campaign_id)
+    browser.find_element("id", "new-target").send_keys("sun-like stars")
+    browser.find_element("id", "new-seeds").send_keys(", ".join(SEEDS))
+    batch_size = browser.find_element("id", "new-batch")
+    batch_size.clear()
+    batch_size.send_keys("6")
+    browser.find_element("css selector", "#create button[type=submit]").click()
+    _wait(browser, lambda b: "iteration 1" in b.find_element("id", "campaign-title").text)
+
+    def shown():
+        return browser.find_element("id", "item-name").text.split(" ·")[0]
+
+    def latest(obs_id):
+        return psql("SELECT label FROM retrspect.labels WHERE campaign_id = "
+                    f"'{campaign_id}' AND obs_id = '{obs_id}' AND labeller = '{user}' "
+                    "ORDER BY labelled_at DESC LIMIT 1")
+
+    body = browser.find_element("tag name", "body")
+    first = shown()
+    ActionChains(browser).move_to_element(body).send_keys("y").perform()
+    _wait(browser, lambda b: shown() != first)
+    assert latest(first) == "yes"
+    ActionChains(browser).send_keys("b").perform()
+    _wait(browser, lambda b: shown() == first)
+    ActionChains(browser).send_keys("n").perform()
+    _wait(browser, lambda b: shown() != first)
+    assert latest(first) == "no"
+    assert psql(f"SELECT count(*) FROM retrspect.labels WHERE campaign_id = '{campaign_id}' "
+                f"AND obs_id = '{first}'") == "2"                 # the yes is kept
+    for iteration in (1, 2):
+        for key in "ynynyn":
+            before = browser.execute_script("return window.retrspectCampaign.written.length")
+            ActionChains(browser).send_keys(key).perform()
+            _wait(browser, lambda b: b.execute_script(
+                "return window.retrspectCampaign.written.length") == before + 1)
+        browser.find_element("id", "next-iteration").click()
+        _wait(browser, lambda b: f"iteration {iteration + 1}" in b.find_element(
+            "id", "campaign-title").text)
+    version = psql(f"SELECT model_version FROM retrspect.campaigns WHERE campaign_id = "
+                   f"'{campaign_id}'")
+    assert psql(f"SELECT count(*) FROM retrspect.campaign_scores WHERE campaign_id = "
+                f"'{campaign_id}' AND model_version = '{version}'") != "0"
+    rows = browser.execute_script(
+        "return document.querySelectorAll('#progress tbody tr').length")
+    assert rows == 4                                   # iterations 0 to 3
+    browser.find_element("id", "candidates-topcat").click()
+    assert events["table.load.votable"].wait(20), browser.find_element("id", "status").text
+    table = got["table.load.votable"]
+    assert version in table["name"]
+    from astropy.io.votable import parse_single_table
+    import io
+    sent = parse_single_table(io.BytesIO(requests.get(table["url"], timeout=60).content)
+                              ).to_table()
+    scores = list(sent["score"])
+    assert len(scores) == 200 and scores == sorted(scores, reverse=True)
