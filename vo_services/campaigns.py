@@ -300,46 +300,38 @@ def _split(text: str | None) -> list[str]:
     return [item for item in re.split(r"[\s,]+", text or "") if item]
 
 
-def create_core(core, input_table, query_meta):
+def _core(core, field: str, work):
+    """Run a service's work; a CampaignError becomes DaCHS's validation
+    error on ``field`` (a DALI error document naming the problem)."""
     from gavo import base
+    try:
+        rows = work()
+    except CampaignError as err:
+        raise base.ValidationError(str(err), field) from None
+    return _answer(core, rows)
+
+
+def create_core(core, input_table, query_meta):
     param = input_table.getParam
     zoom = (param("zoom_min"), param("zoom_max"))
-    try:
-        campaign = create(param("campaign_id"), param("target_class") or "",
-                          _split(param("spaces")) or ["generic"], _split(param("seeds")),
-                          _user(query_meta), batch_size=param("batch_size") or 20,
-                          zoom=zoom if None not in zoom else None)
-    except CampaignError as err:
-        raise base.ValidationError(str(err), "campaign_id") from None
-    return _answer(core, [campaign])
+    return _core(core, "campaign_id", lambda: [create(
+        param("campaign_id"), param("target_class") or "",
+        _split(param("spaces")) or ["generic"], _split(param("seeds")), _user(query_meta),
+        batch_size=param("batch_size") or 20, zoom=zoom if None not in zoom else None)])
 
 
 def label_core(core, input_table, query_meta):
-    from gavo import base
     param = input_table.getParam
-    try:
-        row = record_label(param("campaign_id"), param("label_id"), param("obs_id"),
-                           param("label"), _user(query_meta))
-    except CampaignError as err:
-        raise base.ValidationError(str(err), "label") from None
-    return _answer(core, [row])
+    return _core(core, "label", lambda: [record_label(
+        param("campaign_id"), param("label_id"), param("obs_id"), param("label"),
+        _user(query_meta))])
 
 
 def next_core(core, input_table, query_meta):
-    from gavo import base
     param = input_table.getParam
-    try:
-        campaign = next_iteration(param("campaign_id"), param("from_iteration"),
-                                  _user(query_meta))
-    except CampaignError as err:
-        raise base.ValidationError(str(err), "campaign_id") from None
-    return _answer(core, [campaign])
+    return _core(core, "campaign_id", lambda: [next_iteration(
+        param("campaign_id"), param("from_iteration"), _user(query_meta))])
 
 
 def progress_core(core, input_table, query_meta):
-    from gavo import base
-    try:
-        rows = progress(input_table.getParam("campaign_id"))
-    except CampaignError as err:
-        raise base.ValidationError(str(err), "campaign_id") from None
-    return _answer(core, rows)
+    return _core(core, "campaign_id", lambda: progress(input_table.getParam("campaign_id")))

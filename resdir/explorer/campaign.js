@@ -136,7 +136,7 @@ async function renderItem() {
     const local = median(y) || 1;
     Plotly.react(zoom, [{x: wave.filter((_, i) => keep[i]), y: y.map((f) => f / local),
       type: "scatter", mode: "lines", line: {width: 1.2, color: "#1f5fa8"}}],
-    {margin: {l: 45, r: 8, t: 24, b: 38}, title: {text: `${fixed(lo, 0)}–${fixed(hi, 0)} Å, rest frame`,
+    {margin: {l: 45, r: 8, t: 40, b: 38}, title: {x: 0.01, xanchor: "left", text: `${fixed(lo, 0)}–${fixed(hi, 0)} Å, rest frame`,
       font: {size: 12}}, xaxis: {title: "rest wavelength (Å)"}, yaxis: {title: "flux / median"}}, config);
   }
   if (state.batch[state.index + 1]) spectrum(state.batch[state.index + 1]);    // ahead
@@ -154,7 +154,7 @@ async function giveLabel(label) {
   setStatus(`${row.obs_id}: ${label} (stored).`);
   if (state.index < state.batch.length - 1) state.index += 1;
   await renderItem();
-  if (state.written.length % 5 === 0) await renderProgress();
+  await renderProgress();
 }
 
 async function back() {

@@ -278,6 +278,7 @@ def test_a_campaign_in_the_browser_to_its_third_iteration(
     assert latest(first) == "no"
     assert psql(f"SELECT count(*) FROM retrspect.labels WHERE campaign_id = '{campaign_id}' "
                 f"AND obs_id = '{first}'") == "2"                 # the yes is kept
+    versions = []
     for iteration in (1, 2):
         for key in "ynynyn":
             before = browser.execute_script("return window.retrspectCampaign.written.length")
@@ -287,6 +288,21 @@ def test_a_campaign_in_the_browser_to_its_third_iteration(
         browser.find_element("id", "next-iteration").click()
         _wait(browser, lambda b: f"iteration {iteration + 1}" in b.find_element(
             "id", "campaign-title").text)
+        versions.append(psql(f"SELECT model_version FROM retrspect.campaigns WHERE "
+                             f"campaign_id = '{campaign_id}'"))
+    assert versions[0] != versions[1]              # new labels, a new model
+    scores = [psql(f"SELECT string_agg(round(score::numeric, 6)::text, ',' ORDER BY obs_id) "
+                   f"FROM retrspect.campaign_scores WHERE campaign_id = '{campaign_id}' "
+                   f"AND model_version = '{v}'") for v in versions]
+    assert scores[0] != scores[1]
+    # the labels, as the page offers them for download
+    csv = requests.get(browser.find_element("id", "labels-csv").get_attribute("href"),
+                       timeout=60).text.splitlines()
+    assert csv[0].startswith("label_id,") and len(csv) - 1 == int(psql(
+        f"SELECT count(*) FROM retrspect.labels WHERE campaign_id = '{campaign_id}'"))
+    votable = requests.get(browser.find_element("id", "labels-votable").get_attribute("href"),
+                           timeout=60)
+    assert b"<VOTABLE" in votable.content and campaign_id.encode() in votable.content
     version = psql(f"SELECT model_version FROM retrspect.campaigns WHERE campaign_id = "
                    f"'{campaign_id}'")
     assert psql(f"SELECT count(*) FROM retrspect.campaign_scores WHERE campaign_id = "
