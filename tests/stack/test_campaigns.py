@@ -278,6 +278,21 @@ def test_a_campaign_in_the_browser_to_its_third_iteration(
     assert latest(first) == "no"
     assert psql(f"SELECT count(*) FROM retrspect.labels WHERE campaign_id = '{campaign_id}' "
                 f"AND obs_id = '{first}'") == "2"                 # the yes is kept
+    # a second person labels the same batch by direct requests meanwhile
+    batch = psql("SELECT string_agg(obs_id, ',' ORDER BY batch_position) FROM "
+                 f"retrspect.campaign_batches WHERE campaign_id = '{campaign_id}' "
+                 "AND iteration = 1").split(",")
+    theirs = []
+
+    def second_person():
+        for n, obs_id in enumerate(batch * 3):
+            label_id = f"l-{uuid.uuid4()}"
+            _rows(_call(base_url, "campaign_label", auth=users[1], campaign_id=campaign_id,
+                        obs_id=obs_id, label=("no", "yes")[n % 2], label_id=label_id))
+            theirs.append(label_id)
+
+    other = threading.Thread(target=second_person)
+    other.start()
     versions = []
     for iteration in (1, 2):
         for key in "ynynyn":
@@ -285,6 +300,13 @@ def test_a_campaign_in_the_browser_to_its_third_iteration(
             ActionChains(browser).send_keys(key).perform()
             _wait(browser, lambda b: b.execute_script(
                 "return window.retrspectCampaign.written.length") == before + 1)
+        if iteration == 1:
+            other.join()
+            stored = set(psql(f"SELECT string_agg(label_id, ',') FROM retrspect.labels "
+                              f"WHERE campaign_id = '{campaign_id}'").split(","))
+            mine = browser.execute_script("return window.retrspectCampaign.written")
+            assert len(theirs) == 18 and len(mine) == 8
+            assert set(theirs) | set(mine) <= stored      # nothing lost
         browser.find_element("id", "next-iteration").click()
         _wait(browser, lambda b: f"iteration {iteration + 1}" in b.find_element(
             "id", "campaign-title").text)
