@@ -110,7 +110,11 @@ def similarity_scores(features: np.ndarray, positives: np.ndarray) -> np.ndarray
     """Scores before a model can be fitted (positives only, no negative
     yet): closeness to the nearest positive, in (0, 1]."""
     x = np.asarray(features, np.float64)
-    distance = np.min(np.linalg.norm(x[:, None, :] - x[None, positives, :], axis=2), axis=1)
+    distance = np.full(len(x), np.inf)
+    for start in range(0, len(positives), 64):     # bounded memory for many seeds
+        chunk = x[np.asarray(positives)[start:start + 64]]
+        squared = (x ** 2).sum(1)[:, None] + (chunk ** 2).sum(1)[None] - 2 * x @ chunk.T
+        distance = np.minimum(distance, np.sqrt(np.clip(squared, 0, None)).min(1))
     return np.exp(-distance / (np.median(distance) + 1e-12))
 
 

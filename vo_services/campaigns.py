@@ -36,6 +36,8 @@ from retrspect.vo_services.active_learning import (LABELS, choose, fit,
 GROUP = "campaigners"
 CAMPAIGN_ID = re.compile(r"^[a-z][a-z0-9_-]{1,39}$")
 LABEL_ID = re.compile(r"^[A-Za-z0-9_.:-]{8,80}$")
+#: the ids of the seeds' labels (no client may use them)
+SEED_LABEL_PREFIX = "seed."
 MAX_BATCH = 200
 SCHEMA = "retrspect"
 #: the campaign tables (RD ``make_campaigns``)
@@ -55,9 +57,11 @@ def _rows(conn, query: str, args: dict | None = None) -> list[dict]:
     return list(conn.queryToDicts(query, args or {}))
 
 
-def _campaign(conn, campaign_id: str, *, lock: bool = False) -> dict:
+def _campaign(conn, campaign_id: str, *, lock: str = "") -> dict:
+    """The campaign's row; ``lock`` "UPDATE" (retraining) or "SHARE" (a
+    label: it waits for a retraining and lands in the new iteration)."""
     rows = _rows(conn, f"SELECT * FROM {SCHEMA}.campaigns WHERE campaign_id = %(c)s"
-                 + (" FOR UPDATE" if lock else ""), {"c": campaign_id})
+                 + (f" FOR {lock}" if lock in ("UPDATE", "SHARE") else ""), {"c": campaign_id})
     if not rows:
         raise CampaignError(f"no campaign {campaign_id!r}")
     return rows[0]
@@ -105,36 +109,49 @@ def create(campaign_id: str, target_class: str, spaces: list[str], seeds: list[s
     if zoom and not (zoom[0] < zoom[1]):
         raise CampaignError("the zoom region must start below its end")
     with _conn() as conn:
+        # two creates of one name (a double submit, a re-sent request) wait
+        # for each other here instead of racing to the primary key
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%(c)s))", {"c": campaign_id})
         existing = _rows(conn, f"SELECT * FROM {SCHEMA}.campaigns WHERE campaign_id = %(c)s",
                          {"c": campaign_id})
         if existing:
             seeded = {r["obs_id"] for r in _rows(
                 conn, f"SELECT obs_id FROM {SCHEMA}.campaign_batches WHERE campaign_id = "
                 "%(c)s AND iteration = 0", {"c": campaign_id})}
-            if existing[0]["created_by"] == user and seeded == set(seeds):
+            if existing[0]["created_by"] != user or seeded != set(seeds):
+                raise CampaignError(f"a campaign {campaign_id!r} exists already")
+            if existing[0]["iteration"] > 0:
                 return existing[0]          # the same request, re-sent
-            raise CampaignError(f"a campaign {campaign_id!r} exists already")
-        ids, _ = latent_features(spaces, conn)
-        known = set(ids)
-        missing = [s for s in seeds if s not in known]
-        if missing:
-            raise CampaignError(f"seed spectra without a vector in every space of "
-                                f"{', '.join(spaces)}: {', '.join(missing[:10])}")
-        conn.execute(
-            f"INSERT INTO {SCHEMA}.campaigns (campaign_id, target_class, spaces, zoom_min, "
-            "zoom_max, batch_size, iteration, created_by, created) VALUES (%(c)s, %(t)s, "
-            "%(s)s, %(lo)s, %(hi)s, %(b)s, 0, %(u)s, now() AT TIME ZONE 'UTC')",
-            {"c": campaign_id, "t": target_class, "s": ",".join(spaces),
-             "lo": zoom[0] if zoom else None, "hi": zoom[1] if zoom else None,
-             "b": batch_size, "u": user})
-        for position, obs_id in enumerate(seeds):
-            conn.execute(
-                f"INSERT INTO {SCHEMA}.campaign_batches (campaign_id, iteration, set_name, "
-                "batch_position, obs_id) VALUES (%(c)s, 0, 'seed', %(p)s, %(o)s)",
-                {"c": campaign_id, "p": position, "o": obs_id})
-            _insert_label(conn, campaign_id, f"seed.{campaign_id}.{obs_id}", 0,
-                          obs_id, "yes", user)
+        else:
+            _insert_campaign(conn, campaign_id, target_class, spaces, seeds, user,
+                             batch_size, zoom)
+    # iteration 0 -> 1 happens once, however many creates reach here
     return next_iteration(campaign_id, 0, user)
+
+
+def _insert_campaign(conn, campaign_id, target_class, spaces, seeds, user,
+                     batch_size, zoom) -> None:
+    """The campaign's row, its seeds as iteration 0 and their labels."""
+    ids, _ = latent_features(spaces, conn)
+    known = set(ids)
+    missing = [s for s in seeds if s not in known]
+    if missing:
+        raise CampaignError(f"seed spectra without a vector in every space of "
+                            f"{', '.join(spaces)}: {', '.join(missing[:10])}")
+    conn.execute(
+        f"INSERT INTO {SCHEMA}.campaigns (campaign_id, target_class, spaces, zoom_min, "
+        "zoom_max, batch_size, iteration, created_by, created) VALUES (%(c)s, %(t)s, "
+        "%(s)s, %(lo)s, %(hi)s, %(b)s, 0, %(u)s, now() AT TIME ZONE 'UTC')",
+        {"c": campaign_id, "t": target_class, "s": ",".join(spaces),
+         "lo": zoom[0] if zoom else None, "hi": zoom[1] if zoom else None,
+         "b": batch_size, "u": user})
+    for position, obs_id in enumerate(seeds):
+        conn.execute(
+            f"INSERT INTO {SCHEMA}.campaign_batches (campaign_id, iteration, set_name, "
+            "batch_position, obs_id) VALUES (%(c)s, 0, 'seed', %(p)s, %(o)s)",
+            {"c": campaign_id, "p": position, "o": obs_id})
+        _insert_label(conn, campaign_id, f"{SEED_LABEL_PREFIX}{campaign_id}.{obs_id}", 0,
+                      obs_id, "yes", user)
 
 
 # ---- labels -------------------------------------------------------------------
@@ -157,8 +174,11 @@ def record_label(campaign_id: str, label_id: str, obs_id: str, label: str,
     if not LABEL_ID.match(label_id or ""):
         raise CampaignError("label_id: 8 to 80 characters of letters, digits and . : _ -"
                             " (the client makes one per label it gives)")
+    if label_id.startswith(SEED_LABEL_PREFIX):
+        raise CampaignError(f"label_id must not start with {SEED_LABEL_PREFIX!r} "
+                            "(the seeds' labels)")
     with _conn() as conn:
-        campaign = _campaign(conn, campaign_id)
+        campaign = _campaign(conn, campaign_id, lock="SHARE")
         shown = _rows(conn, f"SELECT 1 FROM {SCHEMA}.campaign_batches WHERE campaign_id = "
                       "%(c)s AND obs_id = %(o)s", {"c": campaign_id, "o": obs_id})
         if not shown:
@@ -197,7 +217,7 @@ def next_iteration(campaign_id: str, from_iteration: int, user: str) -> dict:
     whole archive, and choose the next batch.  Advances only from
     ``from_iteration`` (a re-sent request returns the campaign as it is)."""
     with _conn() as conn:
-        campaign = _campaign(conn, campaign_id, lock=True)
+        campaign = _campaign(conn, campaign_id, lock="UPDATE")
         if campaign["iteration"] != from_iteration:
             return campaign
         spaces = campaign["spaces"].split(",")
@@ -259,13 +279,20 @@ def progress(campaign_id: str) -> list[dict]:
         labels = current_labels(conn, campaign_id)
         shown = _rows(conn, f"SELECT iteration, set_name, obs_id FROM {SCHEMA}."
                       "campaign_batches WHERE campaign_id = %(c)s", {"c": campaign_id})
+    # a spectrum shown again (left unlabelled before) counts once: where it
+    # was shown last
+    last = {}
+    for row in shown:
+        last[row["obs_id"]] = max(last.get(row["obs_id"], -1), row["iteration"])
     out: dict[int, dict] = {}
     for row in shown:
         entry = out.setdefault(row["iteration"], {
             "iteration": row["iteration"], "shown": 0, "labelled": 0, "confirmed": 0,
             "random_n": 0, "random_yes": 0})
-        verdict = training_label(labels.get(row["obs_id"], {}))
         entry["shown"] += 1
+        if last[row["obs_id"]] != row["iteration"]:
+            continue
+        verdict = training_label(labels.get(row["obs_id"], {}))
         entry["labelled"] += bool(labels.get(row["obs_id"]))
         entry["confirmed"] += verdict is True
         if row["set_name"] == "random" and verdict is not None:

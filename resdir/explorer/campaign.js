@@ -142,9 +142,21 @@ async function renderItem() {
   if (state.batch[state.index + 1]) spectrum(state.batch[state.index + 1]);    // ahead
 }
 
+// one label at a time, in the order given: a double click or a held key
+// neither stores twice nor skips a spectrum
+let labelling = false;
 async function giveLabel(label) {
   const row = state.batch[state.index];
-  if (!row) return;
+  if (!row || labelling) return;
+  labelling = true;
+  try {
+    await storeLabel(row, label);
+  } finally {
+    labelling = false;
+  }
+}
+
+async function storeLabel(row, label) {
   const labelId = `l-${crypto.randomUUID()}`;
   setStatus(`Storing ${label} for ${row.obs_id}…`);
   await write(SERVICE.campaignLabel, {campaign_id: state.campaign.campaign_id,
@@ -271,6 +283,7 @@ async function main() {
   document.addEventListener("keydown", (event) => {
     if (/^(INPUT|TEXTAREA|SELECT)$/.test(event.target.tagName) || !state.campaign) return;
     if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.repeat) return;
     if (keys[event.key]) { event.preventDefault(); guarded(giveLabel)(keys[event.key]); }
     if (event.key === "b") { event.preventDefault(); guarded(back)(); }
   });

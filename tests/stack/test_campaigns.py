@@ -99,6 +99,25 @@ def test_anonymous_writes_are_refused_and_authenticated_ones_land(
     assert "exists already" in other.text
 
 
+def test_a_double_submitted_create_makes_one_campaign(base_url, users, campaign_id, psql):
+    answers = []
+
+    def submit():
+        answers.append(_create(base_url, users[0], campaign_id))
+
+    threads = [threading.Thread(target=submit) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [a["iteration"] for a in answers] == [1, 1, 1]
+    assert psql("SELECT count(*) FROM retrspect.campaign_batches WHERE campaign_id = "
+                f"'{campaign_id}' AND iteration = 1") == "12"
+    seed_label = _call(base_url, "campaign_label", auth=users[1], campaign_id=campaign_id,
+                       obs_id=SEEDS[0], label="no", label_id=f"seed.{campaign_id}.x")
+    assert "must not start with 'seed.'" in seed_label.text
+
+
 def test_labels_are_kept_changed_labels_add_rows_and_repeats_store_once(
         base_url, users, campaign_id, psql):
     _create(base_url, users[0], campaign_id)

@@ -57,3 +57,13 @@ def test_the_interval_of_a_random_set_with_no_positive():
     assert low == 0 and high == pytest.approx(1 - 0.025 ** (1 / 20), rel=1e-9)
     low, high = proportion_interval(3, 20)
     assert low < 3 / 20 < high
+
+
+def test_similarity_scores_are_closeness_to_the_nearest_positive():
+    from retrspect.vo_services.active_learning import similarity_scores
+    x = np.random.default_rng(3).normal(size=(300, 5))
+    positives = np.arange(0, 300, 3)          # more than one chunk of 64
+    scores = similarity_scores(x, positives)
+    nearest = np.linalg.norm(x[:, None] - x[None, positives], axis=2).min(1)
+    np.testing.assert_allclose(scores, np.exp(-nearest / np.median(nearest)), atol=1e-6)
+    assert np.allclose(scores[positives], 1.0, atol=1e-6)
