@@ -122,6 +122,7 @@ async function renderItem() {
     button.classList.toggle("given", button.dataset.label === mine);
   }
   const data = await spectrum(row);
+  if (state.batch[state.index] !== row) return;      // moved on meanwhile
   const scale = median(data.flux) || 1;
   const config = {responsive: true, displaylogo: false};
   Plotly.react("plot-full", [{x: data.wave, y: data.flux.map((f) => f / scale), type: "scattergl",
@@ -142,29 +143,26 @@ async function renderItem() {
   if (state.batch[state.index + 1]) spectrum(state.batch[state.index + 1]);    // ahead
 }
 
-// one label at a time, in the order given: a double click or a held key
-// neither stores twice nor skips a spectrum
+// one label in flight at a time: a double click or a held key neither stores
+// twice nor skips a spectrum; the next key is taken as soon as the label is
+// stored (drawing the next spectrum does not hold it up)
 let labelling = false;
 async function giveLabel(label) {
   const row = state.batch[state.index];
   if (!row || labelling) return;
   labelling = true;
+  const labelId = `l-${crypto.randomUUID()}`;
   try {
-    await storeLabel(row, label);
+    setStatus(`Storing ${label} for ${row.obs_id}…`);
+    await write(SERVICE.campaignLabel, {campaign_id: state.campaign.campaign_id,
+      obs_id: row.obs_id, label, label_id: labelId});
+    state.mine.set(row.obs_id, label);
+    if (state.index < state.batch.length - 1) state.index += 1;
   } finally {
     labelling = false;
   }
-}
-
-async function storeLabel(row, label) {
-  const labelId = `l-${crypto.randomUUID()}`;
-  setStatus(`Storing ${label} for ${row.obs_id}…`);
-  await write(SERVICE.campaignLabel, {campaign_id: state.campaign.campaign_id,
-    obs_id: row.obs_id, label, label_id: labelId});
-  state.mine.set(row.obs_id, label);
   state.written.push(labelId);
   setStatus(`${row.obs_id}: ${label} (stored).`);
-  if (state.index < state.batch.length - 1) state.index += 1;
   await renderItem();
   await renderProgress();
 }
