@@ -151,6 +151,25 @@ def _read(path: Path) -> bytes:
         raise ModelError(path, f"cannot read the model file ({err})") from None
 
 
+def _parse(path: Path, data: bytes):
+    from onnx.onnx_ml_pb2 import ModelProto
+    proto = ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except Exception as err:  # protobuf raises its own DecodeError
+        raise ModelError(path, f"not a readable ONNX model ({err})") from None
+    return proto
+
+
+def read_metadata(path) -> dict[str, str]:
+    """A model file's retrspect metadata (key prefix removed), unchecked:
+    for files the contract does not describe, such as decoders."""
+    path = Path(path)
+    return {p.key[len(contract.PREFIX):]: p.value
+            for p in _parse(path, _read(path)).metadata_props
+            if p.key.startswith(contract.PREFIX)}
+
+
 def read_description(path, data: bytes | None = None) -> contract.ModelDescription:
     """What a model file says of itself, checked against the contract,
     without an inference session (the RD's generated space tables need
@@ -160,15 +179,9 @@ def read_description(path, data: bytes | None = None) -> contract.ModelDescripti
     ------
     ModelError
     """
-    from onnx.onnx_ml_pb2 import ModelProto
-
     path = Path(path)
     data = _read(path) if data is None else data
-    proto = ModelProto()
-    try:
-        proto.ParseFromString(data)
-    except Exception as err:  # protobuf raises its own DecodeError
-        raise ModelError(path, f"not a readable ONNX model ({err})") from None
+    proto = _parse(path, data)
 
     def shape(value_info):
         return [d.dim_value if d.HasField("dim_value") else d.dim_param

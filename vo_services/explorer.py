@@ -30,8 +30,6 @@ from retrspect.ingest.latents import latent_information
 VENDORED = {("plotly", "package_data/plotly.min.js"): "vendor/plotly.min.js"}
 #: the static directory of the explorer service, in the resource directory
 STATIC_DIR = "explorer"
-#: how many latent dimensions get sliders
-SLIDERS = 6
 #: archive percentiles bounding each slider
 SLIDER_RANGE = (1.0, 99.0)
 
@@ -78,23 +76,14 @@ class Decoder:
         return self.session.run(["reconstruction"], {"latent": vector})[0][0]
 
 
-def _read_metadata(path: Path) -> dict[str, str]:
-    """The file's retrspect metadata, without the key prefix."""
-    from onnx.onnx_ml_pb2 import ModelProto
-    from retrspect.ingest.contract import PREFIX
-    proto = ModelProto()
-    proto.ParseFromString(path.read_bytes())
-    return {p.key[len(PREFIX):]: p.value for p in proto.metadata_props
-            if p.key.startswith(PREFIX)}
-
-
 @lru_cache(maxsize=8)
 def _decoder_for(model_id: str, frame: str, model_dir: Path) -> Decoder:
     import onnxruntime as ort
     from retrspect.ingest.contract import DECODER_DIR
+    from retrspect.ingest.infer import read_metadata
     from retrspect.ingest.preprocess import Grid
     for path in sorted((model_dir / DECODER_DIR).glob("*.onnx")):
-        meta = _read_metadata(path)
+        meta = read_metadata(path)
         if meta.get("encoder") == model_id:
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
@@ -217,13 +206,16 @@ def dimensions_core(core, input_table, query_meta):
     space = _space_param(input_table)
     try:
         dims = dimensions(space)
-        has_decoder = True
-        try:
-            decoder(space)
-        except ExplorerError:
-            has_decoder = False
     except ExplorerError as err:
         raise base.ValidationError(str(err), "space") from None
     table = rsc.TableForDef(core.outputTable, rows=[d.__dict__ for d in dims])
-    table.setParam("has_decoder", has_decoder)
+    table.setParam("has_decoder", _has_decoder(space))
     return table
+
+
+def _has_decoder(space: str) -> bool:
+    try:
+        decoder(space)
+    except ExplorerError:
+        return False
+    return True
