@@ -316,9 +316,15 @@ def test_search_by_upload_and_by_adql(base_url, browser, tmp_path):
         "return [...document.querySelectorAll('#browse-table tbody tr')]"
         ".map(r => r.cells[0].textContent)")
     assert len(hottest) == 3
-    browser.find_element("css selector", "#browse-table tbody tr a").click()
-    WebDriverWait(browser, 60).until(lambda b: b.find_element(
-        "id", "query-title").text.startswith(hottest[0]))
+    link = browser.find_element("css selector", "#browse-table tbody tr a")
+    assert link.get_attribute("href").endswith(f"#id={hottest[0]}&space=generic")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", link)
+    link.click()
+    WebDriverWait(browser, 60).until(
+        lambda b: b.execute_script("return document.getElementById('query-title')"
+                                   ".textContent").startswith(hottest[0]),
+        message=f"status: {browser.find_element('id', 'status').get_attribute('textContent')}"
+                f", url: {browser.current_url}")
     WebDriverWait(browser, 60).until(lambda b: _neighbour_rows(b) and
                                      _neighbour_rows(b)[0][0] == hottest[0])
 
